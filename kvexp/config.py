@@ -6,7 +6,8 @@ rules, and `PointConfig` is what the runner receives: a plain, resolved config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -32,7 +33,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = MISSING  # short name, used in folder names and labels
     hub_id: str | None = None  # e.g. Qwen/Qwen2.5-0.5B-Instruct
-    source: str = "offline"  # offline (local folder of the model's shape, dummy weights) | hub | local
+    source: str = "offline"  # offline (a local folder of its shape, dummy weights) | hub | local
     path: str | None = None  # folder for source=local (or where the offline folder is written)
     architecture: str = "Qwen2ForCausalLM"
     model_type: str = "qwen2"
@@ -126,7 +127,7 @@ class WorkloadConfig:
     rate: float = 2.0
     burstiness: float = 1.0  # gamma shape; 1.0 = Poisson, < 1 burstier
     duration_s: float | None = 20.0
-    num_requests: int | None = None  # stops the stream after this many (with or instead of duration)
+    num_requests: int | None = None  # cap per instance (with or instead of duration_s)
     # onoff: per-instance on/off phases
     period_s: float = 20.0
     on_s: float = 10.0
@@ -230,3 +231,139 @@ class ResolvedInstance:
     model: ModelConfig
     allocator: AllocatorConfig
     port: int | None = None
+
+
+ENGINE_KINDS = ("auto", "vllm", "sim")
+ALLOCATOR_KINDS = ("kvcached", "static")
+MODEL_SOURCES = ("offline", "hub", "local")
+INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
+
+
+def _check_model(m: ModelConfig, where: str) -> list[str]:
+    errs = []
+    for f in ("num_layers", "num_attention_heads", "num_kv_heads", "head_dim", "hidden_size",
+              "intermediate_size", "vocab_size", "max_model_len"):
+        if getattr(m, f) < 1:
+            errs.append(f"{where}.{f} must be >= 1, got {getattr(m, f)}")
+    if m.dtype not in ("bfloat16", "float16", "half", "float32", "float"):
+        errs.append(f"{where}.dtype must be bfloat16, float16 or float32, got {m.dtype!r}")
+    if m.num_kv_heads > m.num_attention_heads:
+        errs.append(f"{where}.num_kv_heads ({m.num_kv_heads}) exceeds num_attention_heads")
+    if m.max_model_len > m.max_position_embeddings:
+        errs.append(f"{where}.max_model_len ({m.max_model_len}) exceeds the model's "
+                    f"max_position_embeddings ({m.max_position_embeddings})")
+    if m.source not in MODEL_SOURCES:
+        errs.append(f"{where}.source must be one of {MODEL_SOURCES}, got {m.source!r}")
+    if m.source == "hub" and not m.hub_id:
+        errs.append(f"{where}.source=hub needs {where}.hub_id")
+    if m.source == "local" and not m.path:
+        errs.append(f"{where}.source=local needs {where}.path (a model folder)")
+    return errs
+
+
+def _check_allocator(a: AllocatorConfig, where: str) -> list[str]:
+    errs = []
+    if a.kind not in ALLOCATOR_KINDS:
+        errs.append(f"{where}.kind must be one of {ALLOCATOR_KINDS}, got {a.kind!r}")
+    if not 0 < a.gpu_memory_utilization <= 1:
+        errs.append(f"{where}.gpu_memory_utilization must be in (0, 1], "
+                    f"got {a.gpu_memory_utilization}")
+    if a.page_size_mb < 2 or a.page_size_mb % 2:
+        errs.append(f"{where}.page_size_mb must be a multiple of 2, got {a.page_size_mb}")
+    if not 0 < a.gpu_utilization <= 1:
+        errs.append(f"{where}.gpu_utilization must be in (0, 1], got {a.gpu_utilization}")
+    if not 0 <= a.min_reserved_pages <= a.max_reserved_pages:
+        errs.append(f"{where}: need 0 <= min_reserved_pages ({a.min_reserved_pages}) "
+                    f"<= max_reserved_pages ({a.max_reserved_pages})")
+    if a.kv_limit_gb is not None and a.kv_limit_gb <= 0:
+        errs.append(f"{where}.kv_limit_gb must be > 0 or null, got {a.kv_limit_gb}")
+    return errs
+
+
+def resolve_instances(cfg: Config) -> list[ResolvedInstance]:
+    """The point's engine instances: `instances`, or one instance of `model`."""
+    base_port = cfg.engine.port
+    if not cfg.instances:
+        if cfg.model is None:
+            raise ConfigError("no model: set `model` (e.g. model=tiny) or `instances`")
+        return [ResolvedInstance(cfg.model.name, cfg.model, cfg.allocator, base_port)]
+    out = []
+    for i, (name, inst) in enumerate(cfg.instances.items()):
+        unknown = set(inst.allocator) - set(AllocatorConfig.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"instances.{name}.allocator: unknown keys {sorted(unknown)}")
+        alloc = replace(cfg.allocator, **dict(inst.allocator))
+        port = inst.port if inst.port is not None else (base_port + i if base_port else None)
+        out.append(ResolvedInstance(name, inst.model, alloc, port))
+    return out
+
+
+def check(cfg: Config) -> list[str]:
+    """Every range and consistency problem of a composed config, as messages."""
+    from kvexp.workloads.schedules import check_workload
+
+    errs: list[str] = []
+    if cfg.burst_size < 1:
+        errs.append(f"burst_size must be >= 1, got {cfg.burst_size}")
+    if cfg.repeats < 1:
+        errs.append(f"repeats must be >= 1, got {cfg.repeats}")
+    if not 0 <= cfg.repeat:
+        errs.append(f"repeat must be >= 0, got {cfg.repeat}")
+    errs += _check_allocator(cfg.allocator, "allocator")
+    errs += [f"workload: {e}" for e in check_workload(cfg.workload)]
+    s = cfg.sampler
+    for sig in ("device", "processes", "kvcached", "engine_metrics"):
+        if s.interval(sig) < 0.01:
+            errs.append(f"sampler.{sig}_interval_s must be >= 0.01 s, got {s.interval(sig)}")
+    e = cfg.engine
+    if e.kind not in ENGINE_KINDS:
+        errs.append(f"engine.kind must be one of {ENGINE_KINDS}, got {e.kind!r}")
+    if e.port is not None and not 1024 <= e.port <= 65535:
+        errs.append(f"engine.port must be in 1024..65535, got {e.port}")
+    if e.ready_timeout_s <= 0:
+        errs.append(f"engine.ready_timeout_s must be > 0, got {e.ready_timeout_s}")
+    if e.vllm.device not in ("cuda", "cpu"):
+        errs.append(f"engine.vllm.device must be cuda or cpu, got {e.vllm.device!r}")
+    if e.sim.time_scale <= 0:
+        errs.append(f"engine.sim.time_scale must be > 0, got {e.sim.time_scale}")
+    if e.sim.max_batch < 1:
+        errs.append(f"engine.sim.max_batch must be >= 1, got {e.sim.max_batch}")
+    try:
+        from kvexp.engines.sim.gpus import get_gpu
+
+        get_gpu(e.sim.gpu)
+    except ValueError as exc:
+        errs.append(f"engine.sim.gpu: {exc}")
+    try:
+        insts = resolve_instances(cfg)
+    except ConfigError as exc:
+        return errs + [str(exc)]
+    for inst in insts:
+        where = f"instances.{inst.name}" if cfg.instances else "model"
+        if not INSTANCE_NAME.match(inst.name):
+            errs.append(f"instance name {inst.name!r}: letters, digits, '_', '.', '-' only")
+        errs += _check_model(inst.model, f"{where}.model" if cfg.instances else "model")
+        if cfg.instances:
+            errs += _check_allocator(inst.allocator, f"{where}.allocator")
+        if e.kind == "vllm" and e.vllm.device == "cpu" and inst.allocator.kind == "kvcached":
+            errs.append("kvcached has no CPU mode: use allocator=static with engine=vllm_cpu")
+    ports = [i.port for i in insts if i.port is not None]
+    if len(ports) != len(set(ports)):
+        errs.append(f"instances share a port: {ports}")
+    static = [i for i in insts if i.allocator.kind == "static"]
+    share = sum(i.allocator.gpu_memory_utilization for i in static)
+    if len(static) > 1 and share > 1.0 + 1e-9:
+        split = ", ".join(f"{i.name}={i.allocator.gpu_memory_utilization}" for i in static)
+        errs.append(f"static split cannot fit on one device: gpu_memory_utilization "
+                    f"{split} sums to {share:.2f} > 1.0")
+    return errs
+
+
+def to_config(cfg: DictConfig | dict) -> Config:
+    """A validated `Config` from a composed (or saved) config; ConfigError lists every problem."""
+    merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    obj: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    errs = check(obj)
+    if errs:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(errs))
+    return obj

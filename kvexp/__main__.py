@@ -1,0 +1,57 @@
+"""`python -m kvexp [overrides]`: run the configured experiment (Hydra; `-m` for sweeps).
+
+Subcommands: `python -m kvexp report DIR` (render a report), `python -m kvexp top`
+(live view of kvcached instances; `top limit NAME SIZE` sets a KV limit).
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from kvexp.config import register_configs
+
+SUBCOMMANDS = {"report": "kvexp.report.__main__", "top": "kvexp.top"}
+_UID = secrets.token_hex(3)
+
+OmegaConf.register_new_resolver("kvexp_uid", lambda: _UID, replace=True)
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    from kvexp.job import run_job
+
+    hc = HydraConfig.get()
+    return run_job(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def entry() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        import importlib
+        import runpy
+
+        name = sys.argv.pop(1)
+        sys.argv[0] = f"kvexp {name}"
+        mod = importlib.import_module(SUBCOMMANDS[name])
+        if hasattr(mod, "main"):
+            sys.exit(mod.main())
+        runpy.run_module(SUBCOMMANDS[name], run_name="__main__")
+        return
+    signal.signal(signal.SIGTERM, _sigterm)
+    main()
+
+
+if __name__ == "__main__":
+    entry()

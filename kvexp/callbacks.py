@@ -1,0 +1,57 @@
+"""At the end of a run or multirun: summary on the terminal, the report, the exit code."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def finish(sweep_dir: Path, render: bool) -> int:
+    """Print the summary, render the report; 1 if any point failed, else 0."""
+    from kvexp.results import load
+
+    try:
+        res = load(sweep_dir)
+    except FileNotFoundError as exc:
+        print(f"[kvexp] {exc}", file=sys.stderr)
+        return 1
+    try:
+        from kvexp.report.render import print_summary
+
+        print_summary(res)
+    except Exception:  # noqa: BLE001 - a broken summary must not hide the results
+        traceback.print_exc()
+    if render:
+        try:
+            from kvexp.report.render import render_report
+
+            out = render_report(sweep_dir)
+            print(f"[kvexp] report: {out}")
+        except Exception:  # noqa: BLE001
+            print("[kvexp] the report could not be rendered:", file=sys.stderr)
+            traceback.print_exc()
+    failed = res.summary[res.summary["status"] != "ok"] if "status" in res.summary else []
+    print(f"[kvexp] results: {sweep_dir}  ({len(res.summary)} points, {len(failed)} failed)")
+    for _, row in getattr(failed, "iterrows", lambda: [])():
+        print(f"[kvexp]   point {row['point']} ({row.get('label', '')}) failed: "
+              f"{str(row.get('error', ''))[:500]}", file=sys.stderr)
+    return 1 if len(failed) else 0
+
+
+class ReportCallback(Callback):
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        out = Path(HydraConfig.get().runtime.output_dir)
+        code = finish(out.parent, bool(config.get("report", True)))
+        if code:
+            raise SystemExit(code)  # Hydra turns Exceptions from callbacks into warnings
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        code = finish(Path(config.hydra.sweep.dir), bool(config.get("report", True)))
+        if code:
+            raise SystemExit(code)

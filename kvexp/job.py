@@ -1,0 +1,83 @@
+"""The sweep side of one point: validate, choose the engine, run the point in its own
+process, and record a failure without stopping the sweep."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from kvexp import results
+from kvexp.config import Config, ConfigError, resolve_instances, to_config
+from kvexp.engine_choice import choose_engine
+
+
+def choices(cfg: Config, meta: dict[str, Any]) -> dict[str, Any]:
+    """The point's config choices: the columns that label it in summaries and reports."""
+    insts = resolve_instances(cfg)
+    return {
+        "point": meta["point"],
+        "label": meta["label"],
+        "name": cfg.name,
+        "engine": cfg.engine.kind,
+        "allocator": cfg.allocator.kind,
+        "models": "+".join(i.model.name for i in insts),
+        "instances": "+".join(i.name for i in insts),
+        "n_instances": len(insts),
+        "workload": cfg.workload.kind,
+        "burst_size": cfg.workload.burst_size,
+        "repeat": cfg.repeat,
+        "overrides": " ".join(meta["overrides"]),
+    }
+
+
+def _fail(point_dir: Path, meta: dict[str, Any], error: str) -> dict[str, Any]:
+    meta.update(status="failed", error=error)
+    results.write_json(meta, point_dir / "point.json")
+    summary = {**meta.get("choices", {"point": meta["point"], "label": meta["label"]}),
+               "status": "failed", "error": error}
+    results.write_summary(summary, point_dir)
+    return meta
+
+
+def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Run one point in a subprocess; returns its point.json. Re-raises Ctrl-C."""
+    point_dir.mkdir(parents=True, exist_ok=True)
+    label = " ".join(o for o in overrides if not o.startswith("repeat=")) or "defaults"
+    meta: dict[str, Any] = {"status": "pending", "error": "", "point": point_dir.name,
+                            "label": label, "overrides": overrides}
+    try:
+        conf = to_config(cfg)
+    except ConfigError as exc:
+        print(f"[kvexp] point {point_dir.name} ({label}): {exc}", file=sys.stderr)
+        return _fail(point_dir, meta, str(exc))
+    kind, reason = choose_engine(conf)
+    conf.engine.kind = kind
+    print(f"[kvexp] point {point_dir.name} ({label}): engine={kind}: {reason}", flush=True)
+    meta.update(engine=kind, engine_reason=reason)
+    meta["choices"] = choices(conf, meta)
+    OmegaConf.save(OmegaConf.create(asdict(conf)), point_dir / "config.yaml")
+    results.write_json(meta, point_dir / "point.json")
+
+    proc = subprocess.Popen([sys.executable, "-m", "kvexp.point", str(point_dir)],
+                            start_new_session=True)  # Ctrl-C is forwarded once, below
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=conf.engine.stop_timeout_s * (len(resolve_instances(conf)) + 1) + 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    meta = json.loads((point_dir / "point.json").read_text())
+    if rc != 0 and meta.get("status") not in ("failed",):
+        return _fail(point_dir, meta, f"point process exited with code {rc}")
+    return meta

@@ -1,0 +1,197 @@
+"""One sweep point, start to finish: servers, samplers, workload, results.
+
+Runs inside the point's own subprocess (`python -m kvexp.point DIR`). Whatever
+happens (a server dies, a request fails, Ctrl-C), every server it started is
+stopped and everything measured so far is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kvexp import results
+from kvexp.clock import Clock
+from kvexp.config import Config, ResolvedInstance, resolve_instances
+from kvexp.engines.base import LaunchSpec
+from kvexp.kvcached_segment import remove_segment, set_limit
+from kvexp.records import InstanceHandle, RequestRow, Sample
+from kvexp.servers import Server, ServerError, free_port, wait_ready
+from kvexp.summary import summarize
+
+GIB = 2**30
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that clean-up runs."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def launch_specs(
+    cfg: Config, insts: list[ResolvedInstance], point_dir: Path
+) -> tuple[list[LaunchSpec], Path | None]:
+    """Every instance's launch spec; the sim's shared device file, if the engine is sim."""
+    tag = f"{os.getpid()}_{secrets.token_hex(2)}"
+    specs: list[LaunchSpec] = []
+    device_path = point_dir / "sim-device.json" if cfg.engine.kind == "sim" else None
+    for inst in insts:
+        port = inst.port or free_port(cfg.engine.host)
+        ipc = f"kvcached_kvexp_{tag}_{inst.name}" if inst.allocator.kind == "kvcached" else None
+        if cfg.engine.kind == "sim":
+            from kvexp.engines.sim.launch import build_sim_launch
+
+            assert device_path is not None
+            specs.append(build_sim_launch(inst, cfg.engine, point_dir, port, device_path, ipc,
+                                          cfg.seed))
+        else:
+            from kvexp.engines.vllm import build_vllm_launch
+
+            models_dir = Path(os.path.expanduser(cfg.models_dir))
+            specs.append(build_vllm_launch(inst, cfg.engine, models_dir, port, ipc))
+    return specs, device_path
+
+
+def _device_source(cfg: Config, device_path: Path | None) -> tuple[Any, str]:
+    if not cfg.sampler.device:
+        return None, ""
+    if cfg.engine.kind == "sim":
+        from kvexp.samplers.sim import SimDeviceSource
+
+        return SimDeviceSource(device_path), "sim_device"
+    if cfg.engine.vllm.device == "cuda":
+        from kvexp.samplers.device import NvmlSource
+
+        return NvmlSource(), "nvml"
+    return None, ""  # vLLM on the CPU: host memory only (the process sampler)
+
+
+def _apply_kv_limits(insts: list[ResolvedInstance], specs: list[LaunchSpec]) -> None:
+    """Per-instance KV limits from config, written as `kvctl limit` does."""
+    for inst, spec in zip(insts, specs):
+        gb = inst.allocator.kv_limit_gb
+        if gb is None or spec.ipc_name is None:
+            continue
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                set_limit(spec.ipc_name, int(gb * GIB))
+                break
+            except FileNotFoundError:
+                if time.monotonic() > deadline:
+                    raise ServerError(f"{inst.name}: kvcached segment {spec.ipc_name} never "
+                                      "appeared; cannot apply kv_limit_gb") from None
+                time.sleep(0.2)
+
+
+def _sleep(seconds: float, servers: list[Server]) -> None:
+    """Sleep, but fail at once if a server dies meanwhile."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        for s in servers:
+            if s.exit_code() is not None:
+                raise s.died_error()
+        time.sleep(min(0.2, left))
+
+
+def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Run one point; returns its point.json content (status "ok" or "failed")."""
+    from kvexp.samplers import SamplerGroup, build_samplers
+    from kvexp.workloads.driver import run_workload
+    from kvexp.workloads.schedules import build_schedule
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    clock = Clock()
+    meta.update(status="running", error="", clock_start=clock.start, engine=cfg.engine.kind)
+    insts = resolve_instances(cfg)
+    servers: list[Server] = []
+    handles: list[InstanceHandle] = []
+    rows: list[RequestRow] = []
+    samples: list[Sample] = []
+    group = None
+    specs: list[LaunchSpec] = []
+    try:
+        specs, device_path = launch_specs(cfg, insts, point_dir)
+        meta["servers"] = [
+            {"name": s.name, "argv": s.argv, "env": s.env, "port": s.port,
+             "ipc_name": s.ipc_name, "served_model": s.served_model} for s in specs
+        ]
+        results.write_json(meta, point_dir / "point.json")
+        source, source_name = _device_source(cfg, device_path)
+        group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock)
+        group.start()
+        for spec in specs:
+            server = Server(spec, point_dir / "logs" / f"{spec.name}.log")
+            servers.append(server)
+            server.start()
+            handles.append(server.handle())
+        meta["launch_time"] = clock.now()
+        wait_ready(servers, cfg.engine.ready_timeout_s)
+        _apply_kv_limits(insts, specs)
+        meta["ready_time"] = clock.now()
+        w = cfg.workload
+        _sleep(w.lead_in_s, servers)
+        vocab = {i.name: i.model.vocab_size for i in insts}
+        schedule = build_schedule(w, [i.name for i in insts], vocab)
+        meta["workload_start"] = clock.now()
+        run_workload(
+            schedule, {h.name: h for h in handles}, clock,
+            wait_for_wave=w.wait_for_wave, wave_gap_s=w.idle_s,
+            timeout_s=w.request_timeout_s, on_row=rows.append,
+        )
+        meta["workload_end"] = clock.now()
+        _sleep(w.tail_s, servers)
+        meta["status"] = "ok"
+    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised for Ctrl-C
+        meta["status"] = "failed"
+        if isinstance(exc, KeyboardInterrupt):
+            meta["error"] = "interrupted (Ctrl-C or SIGTERM)"
+        elif isinstance(exc, ServerError):
+            meta["error"] = str(exc)
+        else:
+            meta["error"] = f"{type(exc).__name__}: {exc}"
+            meta["traceback"] = traceback.format_exc()
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        meta["end_time"] = clock.now()
+        if meta.get("workload_start") and not meta.get("workload_end"):
+            meta["workload_end"] = meta["end_time"]
+        if group is not None:
+            group.stop()
+            samples = group.samples()
+        for s in servers:
+            s.stop(cfg.engine.stop_timeout_s)
+        for spec in specs:  # a killed kvcached engine leaves its segment behind
+            if spec.ipc_name:
+                remove_segment(spec.ipc_name)
+        write_point(point_dir, rows, samples, meta, clock.start)
+    return meta
+
+
+def write_point(
+    point_dir: Path, rows: list[RequestRow], samples: list[Sample], meta: dict[str, Any],
+    start: float,
+) -> None:
+    results.write_requests(rows, point_dir)
+    results.write_memory(samples, start, point_dir)
+    req = pd.read_parquet(point_dir / "requests.parquet")
+    mem = pd.read_parquet(point_dir / "memory.parquet")
+    summary = summarize(req, mem, meta, meta.get("choices", {}))
+    results.write_summary(summary, point_dir)
+    with contextlib.suppress(KeyError):
+        meta["summary"] = {k: summary[k] for k in ("idle_device_gib", "peak_device_gib",
+                                                   "e2e_p50_s", "failed")}
+    results.write_json(meta, point_dir / "point.json")

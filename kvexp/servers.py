@@ -1,0 +1,175 @@
+"""Starting, probing and stopping engine servers: each in its own process group, never leaked."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import psutil
+
+from kvexp.engines.base import LaunchSpec
+from kvexp.records import InstanceHandle
+
+
+class ServerError(RuntimeError):
+    """A server that could not start, died, or did not become ready; the message has its log."""
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """None if `port` can be bound on `host`, else who holds it (as far as we can tell)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return str(exc)
+    with contextlib.suppress(psutil.Error, PermissionError):
+        for c in psutil.net_connections("inet"):
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid:
+                p = psutil.Process(c.pid)
+                return f"pid {c.pid}: {' '.join(p.cmdline())[:120]}"
+    return "in use"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One engine server process (and everything it spawns) with its log file."""
+
+    def __init__(self, spec: LaunchSpec, log_path: Path) -> None:
+        self.spec = spec
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._pgid: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.spec.host}:{self.spec.port}"
+
+    def start(self) -> None:
+        holder = port_in_use(self.spec.host, self.spec.port)
+        if holder:
+            raise ServerError(
+                f"{self.spec.name}: port {self.spec.port} on {self.spec.host} is already "
+                f"in use ({holder}); free it or set engine.port / instances.<name>.port"
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    self.spec.argv,
+                    env={**os.environ, **self.spec.env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # own process group: stopped as a whole
+                )
+            except OSError as exc:
+                raise ServerError(f"{self.spec.name}: cannot run {self.spec.argv[0]}: {exc}") from exc
+        self._pgid = self.proc.pid
+
+    def handle(self) -> InstanceHandle:
+        return InstanceHandle(
+            name=self.spec.name,
+            base_url=self.base_url,
+            pid=self.proc.pid if self.proc else None,
+            ipc_name=self.spec.ipc_name,
+            metrics_path=self.spec.metrics_path,
+            served_model=self.spec.served_model,
+        )
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def died_error(self) -> ServerError:
+        return ServerError(
+            f"{self.spec.name}: server exited with code {self.exit_code()}; "
+            f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+        )
+
+    def probe(self, client: httpx.Client) -> bool:
+        try:
+            r = client.get(self.base_url + self.spec.health_path, timeout=2.0)
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM to the process group (and strays), SIGKILL after `timeout_s`."""
+        if self.proc is None:
+            return
+        procs = self._tree()
+        self._signal_group(signal.SIGTERM)
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=0.1)
+        if alive or self.proc.poll() is None:
+            self._signal_group(signal.SIGKILL)
+            for p in alive:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            psutil.wait_procs(alive, timeout=5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.proc.pid)  # type: ignore[union-attr]
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def _signal_group(self, sig: int) -> None:
+        if self._pgid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pgid, sig)
+
+
+def wait_ready(
+    servers: list[Server],
+    timeout_s: float,
+    on_ready: Callable[[Server], None] | None = None,
+) -> None:
+    """Poll every server's health until all answer 200; fail fast if one exits."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(servers)
+    with httpx.Client() as client:
+        while pending:
+            for s in list(pending):
+                if s.exit_code() is not None:
+                    raise s.died_error()
+                if s.probe(client):
+                    pending.remove(s)
+                    if on_ready:
+                        on_ready(s)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(s.spec.name for s in pending)
+                tails = "\n".join(f"--- {s.log_path}\n{log_tail(s.log_path)}" for s in pending)
+                raise ServerError(f"not ready after {timeout_s:.0f} s: {names}\n{tails}")
+            time.sleep(0.5)

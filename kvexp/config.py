@@ -173,7 +173,7 @@ class SimEngineConfig:
     gpu: str = "h200"  # simulated device: h200 | h100 | a100-80g | l40s | tiny
     max_batch: int = 256  # max concurrent sequences (continuous batching)
     block_size: int = 16  # tokens per KV block
-    step_overhead_ms: float = 4.0  # fixed cost of one engine step (scheduler, launch)
+    step_overhead_ms: float = 12.0  # fixed cost of one engine step (H200 eager vLLM-like)
     time_scale: float = 1.0  # < 1 runs the simulated clock faster (tests)
     startup_s: float = 0.5  # simulated load time before the server reports ready
 

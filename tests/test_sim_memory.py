@@ -1,0 +1,211 @@
+"""The sim's device and KV pools: static holds, elastic grows and shrinks, limits, sharing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from kvexp.config import AllocatorConfig, ModelConfig, SimEngineConfig
+from kvexp.engines.sim.device import InsufficientMemory, SimDevice
+from kvexp.engines.sim.engine import Sequence, SimEngine
+from kvexp.engines.sim.gpus import MiB, get_gpu
+from kvexp.engines.sim.memory import ElasticPool, StaticPool, activation_bytes
+from kvexp.kvcached_segment import read_segment, segment_path, set_limit
+
+TINY = get_gpu("tiny")
+
+
+def wide_model() -> ModelConfig:
+    """8 KiB of KV a token: a 4 MiB page (2 MiB x 2 layers) holds 32 blocks of 16 tokens."""
+    return ModelConfig(
+        name="wide",
+        num_layers=2,
+        num_attention_heads=8,
+        num_kv_heads=8,
+        head_dim=128,
+        hidden_size=256,
+        intermediate_size=512,
+        vocab_size=1000,
+        max_model_len=2048,
+    )
+
+
+def alloc(kind: str = "kvcached", **kw: object) -> AllocatorConfig:
+    base: dict[str, object] = dict(
+        kind=kind, gpu_memory_utilization=0.5, min_reserved_pages=2, max_reserved_pages=3
+    )
+    return AllocatorConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def open_pool(
+    tmp_path: Path,
+    name: str = "a",
+    allocator: AllocatorConfig | None = None,
+    model: ModelConfig | None = None,
+) -> tuple[SimDevice, StaticPool | ElasticPool]:
+    model = model or wide_model()
+    allocator = allocator or alloc()
+    device = SimDevice(tmp_path / "device.json", TINY)
+    act = activation_bytes(model, 8)
+    device.register(name, os.getpid(), TINY.context_bytes, model.weight_bytes, act)
+    args = (device, name, model, allocator, 16, act)
+    if allocator.kind == "static":
+        return device, StaticPool(*args)
+    return device, ElasticPool(*args, ipc_name=f"kvexp-test-{name}", shm_dir=tmp_path)
+
+
+def assert_segment_matches(pool: ElasticPool) -> None:
+    seg = read_segment(pool.ipc_name, pool.shm_dir)
+    assert seg is not None
+    assert (seg.used_bytes, seg.prealloc_bytes) == (pool.used_bytes, pool.prealloc_bytes)
+    assert seg.held_bytes == pool.held_bytes
+
+
+def test_static_pool_holds_its_memory_from_start(tmp_path: Path) -> None:
+    device, pool = open_pool(tmp_path, allocator=alloc("static"))
+    model = wide_model()
+    fixed = TINY.context_bytes + model.weight_bytes + activation_bytes(model, 8)
+    snap = device.snapshot()
+    assert snap is not None
+    assert pool.held_bytes == pool.capacity_blocks * pool.block_bytes > 0
+    assert snap.instances == {"a": fixed + pool.held_bytes}
+    assert snap.used_bytes == TINY.base_bytes + fixed + pool.held_bytes
+    assert snap.processes == {os.getpid(): fixed + pool.held_bytes}
+    assert abs(snap.used_bytes - TINY.base_bytes - 0.5 * TINY.total_bytes) <= pool.block_bytes
+    assert pool.allocate(100) and pool.held_bytes == device.snapshot().instances["a"] - fixed
+    pool.free(100)
+    assert device.snapshot().used_bytes == snap.used_bytes
+    pool.close()
+    device.unregister("a")
+    assert device.snapshot().used_bytes == TINY.base_bytes
+
+
+def test_static_pool_that_does_not_fit_fails_clearly(tmp_path: Path) -> None:
+    _, first = open_pool(tmp_path, "a", alloc("static"))
+    with pytest.raises(InsufficientMemory, match=r"insufficient device memory.*'b'.*is free"):
+        open_pool(tmp_path, "b", alloc("static", gpu_memory_utilization=0.6))
+    assert set(SimDevice(tmp_path / "device.json").snapshot().instances) <= {"a", "b"}
+
+
+def test_elastic_pool_starts_with_null_page_and_min_reserve(tmp_path: Path) -> None:
+    device, pool = open_pool(tmp_path)
+    assert isinstance(pool, ElasticPool)
+    assert pool.page_bytes == 2 * MiB * 2 and pool.blocks_per_page == 32
+    assert (pool.in_use_pages, pool.prealloc_pages) == (1, 2)
+    seg = read_segment(pool.ipc_name, tmp_path)
+    assert seg is not None and seg.limit_bytes == pool.capacity_bytes
+    assert_segment_matches(pool)
+    pool.close()
+    assert not segment_path(pool.ipc_name, tmp_path).exists()
+
+
+def test_elastic_pool_grows_under_a_burst_and_shrinks_after(tmp_path: Path) -> None:
+    device, pool = open_pool(tmp_path)
+    assert isinstance(pool, ElasticPool)
+    reserve = pool.held_bytes
+    sim = SimEngineConfig(gpu="tiny", max_batch=64, time_scale=0.001, step_overhead_ms=1.0)
+    engine = SimEngine(pool.model, sim, TINY, pool, seed=1)
+    held: list[int] = []
+
+    async def burst() -> list[int]:
+        engine.start()
+        seqs = [engine.submit(200, 300, ignore_eos=True) for _ in range(16)]
+        while any(s.finish_reason is None for s in seqs):
+            held.append(pool.held_bytes)
+            assert_segment_matches(pool)
+            await asyncio.sleep(0.001)
+        await engine.stop()
+        return [s.output_tokens for s in seqs]
+
+    assert asyncio.run(burst()) == [300] * 16
+    min_held = (1 + pool.allocator.min_reserved_pages) * pool.page_bytes
+    assert max(held) >= reserve + 8 * pool.page_bytes  # 16 x 500 tokens is ~16 pages
+    assert min(held) >= min_held
+    assert pool.used_blocks == 0
+    assert pool.held_bytes == (1 + pool.allocator.max_reserved_pages) * pool.page_bytes
+    assert pool.held_bytes < max(held)
+    assert_segment_matches(pool)
+    snap = device.snapshot()
+    assert snap is not None and snap.instances["a"] - pool.held_bytes == (
+        TINY.context_bytes + pool.model.weight_bytes + activation_bytes(pool.model, 8)
+    )
+
+
+def test_set_limit_applies_at_next_allocation(tmp_path: Path) -> None:
+    _, pool = open_pool(tmp_path)
+    assert isinstance(pool, ElasticPool)
+    assert pool.allocate(3 * 32)  # 4 pages in use (null block included), 2 in reserve
+    set_limit(pool.ipc_name, 3 * pool.page_bytes, shm_dir=tmp_path)
+    assert not pool.allocate(32)  # a 5th page in use is over the limit, mapped or not
+    set_limit(pool.ipc_name, 5 * pool.page_bytes, shm_dir=tmp_path)
+    assert pool.allocate(32)  # page 5
+    assert not pool.allocate(32)  # page 6 is over the limit: nothing taken
+    assert not pool.can_allocate(32)
+    assert pool.held_bytes == 5 * pool.page_bytes and pool.prealloc_pages == 0
+    set_limit(pool.ipc_name, 20 * pool.page_bytes, shm_dir=tmp_path)
+    assert pool.allocate(32)
+    assert pool.prealloc_pages == pool.allocator.min_reserved_pages
+    set_limit(pool.ipc_name, 2 * pool.page_bytes, shm_dir=tmp_path)
+    pool.free(5 * 32)  # frees down to the null page; a lower limit trims the reserve
+    assert pool.held_bytes == 2 * pool.page_bytes
+    assert_segment_matches(pool)
+
+
+def test_two_elastic_instances_share_the_device_first_come_first_served(tmp_path: Path) -> None:
+    big = alloc(gpu_memory_utilization=0.9, gpu_utilization=0.5)
+    device, a = open_pool(tmp_path, "a", big)
+    _, b = open_pool(tmp_path, "b", big)
+    assert isinstance(a, ElasticPool) and isinstance(b, ElasticPool)
+    cap = a.cap_bytes
+    for step in (320, 32):
+        while a.allocate(step):
+            pass
+    snap = device.snapshot()
+    assert snap is not None
+    assert cap - a.page_bytes < snap.used_bytes <= cap
+    assert a.used_blocks < a.capacity_blocks - 1  # stopped by the device cap, not its own size
+    b_held = b.held_bytes
+    assert not b.can_allocate(3 * 32) and not b.allocate(3 * 32)
+    assert b.held_bytes == b_held
+    a.free(a.used_blocks)
+    assert b.allocate(3 * 32)
+    assert device.snapshot().used_bytes <= cap
+
+
+def test_engine_preempts_under_a_limit_and_still_finishes(tmp_path: Path) -> None:
+    _, pool = open_pool(tmp_path)
+    assert isinstance(pool, ElasticPool)
+    set_limit(pool.ipc_name, 5 * pool.page_bytes, shm_dir=tmp_path)  # 159 usable blocks
+    sim = SimEngineConfig(gpu="tiny", max_batch=64, time_scale=0.001, step_overhead_ms=1.0)
+    engine = SimEngine(pool.model, sim, TINY, pool, seed=0)
+
+    async def run() -> list[Sequence]:
+        engine.start()
+        seqs = [engine.submit(100, 400, ignore_eos=True) for _ in range(8)]  # 8 x 32 blocks
+        while any(s.finish_reason is None for s in seqs):
+            assert pool.held_bytes <= 5 * pool.page_bytes
+            await asyncio.sleep(0.002)
+        await engine.stop()
+        return seqs
+
+    seqs = asyncio.run(run())
+    assert [s.output_tokens for s in seqs] == [400] * 8
+    assert engine.preemptions > 0 and engine.stats().preemptions == engine.preemptions
+    assert sum(s.preemptions for s in seqs) == engine.preemptions
+    assert seqs[0].preemptions == 0  # the newest running sequence is preempted, never the oldest
+    assert pool.used_blocks == 0
+
+
+def test_early_stops_are_seeded(tmp_path: Path) -> None:
+    _, pool = open_pool(tmp_path, allocator=alloc("static"))
+    sim = SimEngineConfig(gpu="tiny")
+
+    def targets(seed: int) -> list[int]:
+        engine = SimEngine(pool.model, sim, TINY, pool, seed=seed)
+        return [engine.submit(10, 1000, ignore_eos=False).target_tokens for _ in range(20)]
+
+    assert targets(1) == targets(1) != targets(2)
+    assert min(targets(1)) < 1000

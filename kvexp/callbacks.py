@@ -7,7 +7,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -46,8 +45,8 @@ def finish(sweep_dir: Path, render: bool) -> int:
 
 class ReportCallback(Callback):
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        out = Path(HydraConfig.get().runtime.output_dir)
-        code = finish(out.parent, bool(config.get("report", True)))
+        # A single run is a sweep of one point: its folder's parent is the sweep folder.
+        code = finish(Path(config.hydra.run.dir).parent, bool(config.get("report", True)))
         if code:
             raise SystemExit(code)  # Hydra turns Exceptions from callbacks into warnings
 

@@ -121,10 +121,12 @@ def point_dirs(root: Path) -> list[Path]:
     return sorted(set(found), key=lambda p: (len(p.name), p.name))
 
 
-def _read(path: Path, point: str, schema: pa.Schema | None = None) -> pd.DataFrame | None:
+def _read(path: Path, point: str) -> pd.DataFrame | None:
     if not path.exists():
         return None
     df = pq.read_table(path).to_pandas()
+    if "point" in df:
+        df = df.drop(columns="point")
     df.insert(0, "point", point)
     return df
 

@@ -78,7 +78,7 @@ def _device_source(cfg: Config, device_path: Path | None) -> tuple[Any, str]:
 
 def _apply_kv_limits(insts: list[ResolvedInstance], specs: list[LaunchSpec]) -> None:
     """Per-instance KV limits from config, written as `kvctl limit` does."""
-    for inst, spec in zip(insts, specs):
+    for inst, spec in zip(insts, specs, strict=True):
         gb = inst.allocator.kv_limit_gb
         if gb is None or spec.ipc_name is None:
             continue
@@ -139,11 +139,13 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         wait_ready(servers, cfg.engine.ready_timeout_s)
         _apply_kv_limits(insts, specs)
         meta["ready_time"] = clock.now()
+        results.write_json(meta, point_dir / "point.json")
         w = cfg.workload
         _sleep(w.lead_in_s, servers)
         vocab = {i.name: i.model.vocab_size for i in insts}
         schedule = build_schedule(w, [i.name for i in insts], vocab)
         meta["workload_start"] = clock.now()
+        results.write_json(meta, point_dir / "point.json")  # progress, for whoever watches
         run_workload(
             schedule, {h.name: h for h in handles}, clock,
             wait_for_wave=w.wait_for_wave, wave_gap_s=w.idle_s,

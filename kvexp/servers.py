@@ -86,7 +86,8 @@ class Server:
                     start_new_session=True,  # own process group: stopped as a whole
                 )
             except OSError as exc:
-                raise ServerError(f"{self.spec.name}: cannot run {self.spec.argv[0]}: {exc}") from exc
+                msg = f"{self.spec.name}: cannot run {self.spec.argv[0]}: {exc}"
+                raise ServerError(msg) from exc
         self._pgid = self.proc.pid
 
     def handle(self) -> InstanceHandle:

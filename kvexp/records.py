@@ -52,7 +52,7 @@ class Sample:
     """One timestamped measurement from a sampler."""
 
     time: float  # epoch seconds (Clock.now())
-    source: str  # "nvml", "sim_device", "process", "kvcached", "vllm_metrics", ...
+    source: str  # "nvml", "sim_device", "process", "kvcached", "engine"
     instance: str  # engine instance name, "" for device-wide figures
     metric: str  # e.g. "device_used_bytes", "kv_used_bytes", "num_requests_running"
     value: float

@@ -63,7 +63,7 @@ def launch_specs(
 
 
 def _device_source(cfg: Config, device_path: Path | None) -> tuple[Any, str]:
-    if not cfg.sampler.device:
+    if not (cfg.sampler.device or cfg.sampler.processes):
         return None, ""
     if cfg.engine.kind == "sim":
         from kvexp.samplers.sim import SimDeviceSource
@@ -108,7 +108,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
     """Run one point; returns its point.json content (status "ok" or "failed")."""
     from kvexp.samplers import SamplerGroup, build_samplers
     from kvexp.workloads.driver import run_workload
-    from kvexp.workloads.schedules import build_schedule
+    from kvexp.workloads.schedules import build_schedule, chains_waves
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     clock = Clock()
@@ -148,7 +148,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         results.write_json(meta, point_dir / "point.json")  # progress, for whoever watches
         run_workload(
             schedule, {h.name: h for h in handles}, clock,
-            wait_for_wave=w.wait_for_wave, wave_gap_s=w.idle_s,
+            wait_for_wave=chains_waves(w), wave_gap_s=w.idle_s,
             timeout_s=w.request_timeout_s, on_row=rows.append,
         )
         meta["workload_end"] = clock.now()

@@ -1,0 +1,249 @@
+"""What sampling costs: per-tick time of each sampler and the CPU it takes at 20 Hz.
+
+    .venv/bin/python benchmarks/sampler_cost.py [--instances N] [--ticks N] [--seconds S]
+
+Each instance is a real process tree (a sleeping python with a sleeping child), a
+kvcached segment in a temporary shm dir and a /metrics page of vLLM's size served by
+`python -m http.server` in another process. The device sampler uses a fake source (no
+GPU needed) and the sim's device file. Figures are printed, not checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from kvexp.clock import Clock
+from kvexp.kvcached_segment import write_segment
+from kvexp.records import InstanceHandle
+from kvexp.samplers import (
+    DeviceSampler,
+    EngineMetricsSampler,
+    KvcachedSampler,
+    ProcessSampler,
+    Sampler,
+    SamplerGroup,
+    SimDeviceSource,
+)
+
+GiB = 1 << 30
+HISTOGRAMS = [
+    "time_to_first_token_seconds",
+    "inter_token_latency_seconds",
+    "e2e_request_latency_seconds",
+    "request_queue_time_seconds",
+    "request_inference_time_seconds",
+    "request_prefill_time_seconds",
+    "request_decode_time_seconds",
+    "request_prompt_tokens",
+    "request_generation_tokens",
+    "iteration_tokens_total",
+    "request_max_num_generation_tokens",
+    "request_params_n",
+    "request_params_max_tokens",
+    "time_per_output_token_seconds",
+]
+
+
+def vllm_metrics_page() -> str:
+    """A page shaped like vLLM's /metrics (gauges, counters, histograms, cache info)."""
+    lab = 'engine="0",model_name="m"'
+    lines = []
+    for name, value in (
+        ("num_requests_running", 7),
+        ("num_requests_waiting", 2),
+        ("kv_cache_usage_perc", 0.42),
+    ):
+        lines += [
+            f"# HELP vllm:{name} x",
+            f"# TYPE vllm:{name} gauge",
+            f"vllm:{name}{{{lab}}} {value}",
+        ]
+    for name in ("num_preemptions", "prompt_tokens", "generation_tokens", "request_success"):
+        lines += [f"# HELP vllm:{name}_total x", f"# TYPE vllm:{name}_total counter"]
+        lines += [f"vllm:{name}_total{{{lab}}} 12.0", f"vllm:{name}_created{{{lab}}} 1.7e9"]
+    for name in HISTOGRAMS:
+        lines += [f"# HELP vllm:{name} x", f"# TYPE vllm:{name} histogram"]
+        for i in range(25):
+            lines.append(f'vllm:{name}_bucket{{{lab},le="{0.001 * 2**i:.6g}"}} {i * 3}.0')
+        lines.append(f'vllm:{name}_bucket{{{lab},le="+Inf"}} 80.0')
+        lines += [f"vllm:{name}_count{{{lab}}} 80.0", f"vllm:{name}_sum{{{lab}}} 123.4"]
+    lines.append(
+        'vllm:cache_config_info{block_size="16",cache_dtype="auto",engine="0",'
+        'gpu_memory_utilization="0.55",num_cpu_blocks="None",num_gpu_blocks="1234"} 1.0'
+    )
+    for gen in range(3):
+        lines.append(f'python_gc_objects_collected_total{{generation="{gen}"}} 1234.0')
+    return "\n".join(lines) + "\n"
+
+
+class FakeDevice:
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+
+    def total_bytes(self) -> int:
+        return 141 * GiB
+
+    def used_bytes(self) -> int:
+        return 40 * GiB
+
+    def process_used(self) -> dict[int, int]:
+        return {pid: GiB for pid in self.pids}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port}")
+
+
+def per_tick(sampler: Sampler, ticks: int) -> tuple[float, float, float, int]:
+    """p50 and p99 wall µs, mean CPU µs per tick, samples per tick."""
+    sampler.sample(0.0)
+    walls, n = [], 0
+    cpu0 = time.process_time()
+    for _ in range(ticks):
+        t = time.perf_counter()
+        n = len(sampler.sample(0.0))
+        walls.append((time.perf_counter() - t) * 1e6)
+    cpu = (time.process_time() - cpu0) * 1e6 / ticks
+    q = statistics.quantiles(walls, n=100)
+    return q[49], q[98], cpu, n
+
+
+def cpu_fraction(make: Callable[[], list[Sampler]], seconds: float) -> tuple[float, int]:
+    """CPU seconds per wall second of this process while a group runs; ticks run."""
+    group = SamplerGroup(make(), Clock())
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    with group:
+        time.sleep(seconds)
+    frac = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    return frac, sum(group.ticks().values())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--instances", type=int, default=4)
+    p.add_argument("--ticks", type=int, default=300)
+    p.add_argument("--seconds", type=float, default=3.0)
+    args = p.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="kvexp-bench-"))
+    (tmp / "metrics").write_text(vllm_metrics_page())
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "-b", "127.0.0.1", "-d", str(tmp)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    child = (
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(600)']); time.sleep(600)"
+    )
+    instances, pids = [], []
+    device_file = tmp / "device.json"
+    sim_instances = {}
+    try:
+        for i in range(args.instances):
+            proc = subprocess.Popen([sys.executable, "-c", child])
+            procs.append(proc)
+            pids.append(proc.pid)
+            write_segment(f"kvexp_bench_{i}", 8 * GiB, 2 * GiB, 64 << 20, shm_dir=tmp)
+            instances.append(
+                InstanceHandle(
+                    f"m{i}", f"http://127.0.0.1:{port}", pid=proc.pid, ipc_name=f"kvexp_bench_{i}"
+                )
+            )
+            sim_instances[f"m{i}"] = {
+                "pid": proc.pid,
+                "context_bytes": 500 << 20,
+                "weights_bytes": GiB,
+                "activation_bytes": 256 << 20,
+                "kv_bytes": 2 * GiB,
+            }
+        device_file.write_text(
+            json.dumps(
+                {
+                    "gpu": "h200",
+                    "total_bytes": 141 * GiB,
+                    "base_bytes": GiB,
+                    "instances": sim_instances,
+                }
+            )
+        )
+        wait_for_port(port)
+        time.sleep(0.3)
+
+        makers: dict[str, Callable[[], list[Sampler]]] = {
+            "device (fake source)": lambda: [DeviceSampler(FakeDevice(pids), instances, 0.05)],
+            "device (sim file)": lambda: [
+                DeviceSampler(SimDeviceSource(device_file), instances, 0.05, "sim_device")
+            ],
+            "process (rss)": lambda: [ProcessSampler(instances, 0.05)],
+            "kvcached": lambda: [KvcachedSampler(instances, 0.05, shm_dir=tmp)],
+            "engine metrics": lambda: [EngineMetricsSampler(instances, 0.05, timeout_s=1.0)],
+        }
+        print(
+            f"{args.instances} instances, {args.ticks} ticks each; "
+            f"/metrics page {len(vllm_metrics_page()) / 1024:.0f} KiB; cpu count {os.cpu_count()}"
+        )
+        print(
+            f"{'sampler':24} {'p50 µs':>9} {'p99 µs':>9} {'cpu µs':>9} {'samples':>8} "
+            f"{'CPU @20Hz':>10}"
+        )
+        for name, make in makers.items():
+            (sampler,) = make()
+            p50, p99, cpu, n = per_tick(sampler, args.ticks)
+            sampler.close()
+            frac, _ = cpu_fraction(make, args.seconds)
+            print(f"{name:24} {p50:9.0f} {p99:9.0f} {cpu:9.0f} {n:8d} {100 * frac:9.2f}%")
+        idle, _ = cpu_fraction(lambda: [], args.seconds)
+
+        def everything() -> list[Sampler]:
+            return [s for make in makers.values() for s in make()]
+
+        frac, ticks = cpu_fraction(everything, args.seconds)
+        print(
+            f"{'all together':24} {'':9} {'':9} {'':9} {'':8} {100 * frac:9.2f}%"
+            f"  ({ticks} ticks; idle process {100 * idle:.2f}%)"
+        )
+        print("CPU @20Hz: this process's CPU time / wall time (the HTTP server is another process)")
+    finally:
+        for proc in procs:
+            try:
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    child.kill()
+            except psutil.NoSuchProcess:
+                pass
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

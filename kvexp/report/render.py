@@ -1,0 +1,161 @@
+"""`render_report(root)`: a sweep's (or one point's) results as `<root>/report/`.
+
+Writes summary.md (tables, figure links, definitions), report.html (the same, self-contained,
+figures embedded), one PNG per figure, and points.csv / comparison.csv for further analysis.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from kvexp.report.figures import Figure, render_figures, swept_parameters
+from kvexp.report.html import Page, Section, render_html
+from kvexp.report.tables import (
+    add_savings,
+    catalog,
+    common_params,
+    comparison_table,
+    elasticity_display,
+    failed_table,
+    point_table,
+    print_summary,
+    to_markdown,
+    tutorial_lines,
+)
+from kvexp.results import load
+
+__all__ = ["DEFINITIONS", "print_summary", "render_report"]
+
+DEFINITIONS: list[tuple[str, str]] = [
+    ("Windows", "idle = [server ready, workload start); load = [workload start, workload end]; "
+     "after = the second half of [workload end, end]. Memory is GiB (2^30 bytes)."),
+    ("idle VRAM / peak VRAM", "Device memory used (NVML, or the simulated device): the median "
+     "over the idle window / the maximum from ready to the end."),
+    ("VRAM flex", "peak VRAM - idle VRAM."),
+    ("saved idle / saved mean", "For a kvcached point: the static baseline's idle VRAM (mean VRAM "
+     "under load) minus the point's. The baseline is the ok static point with the same other "
+     "settings and repeat, else the median of those with the same other settings."),
+    ("E2E, TTFT, ITL", "E2E: request sent -> last byte. TTFT: sent -> first event with generated "
+     "text. ITL: every gap between content events. Percentiles over successful requests; "
+     "failed requests are counted in 'failed req'."),
+    ("out tok/s", "Completion tokens of successful requests / length of the load window."),
+    ("Wave", "The requests of one wave index: first sent_time to last end_time. A point without "
+     "wave indices counts as one wave over its load window."),
+    ("grow s", "Time from a wave's start to the first sample where the signal (device memory, or "
+     "kvcached's held KV) exceeds the pre-wave level by more than the threshold; pre-wave level "
+     "= median of the samples in the second before the wave; threshold = max(2 MiB page, 1% of "
+     "the pre-wave level). Median over the waves that grew; '-' if none did."),
+    ("release s", "Time from a wave's end to the first sample back within the threshold of the "
+     "pre-wave level, before the next wave starts. Median over released waves; '-' if memory "
+     "was never released (kvcached keeps a reserve of prealloc pages, so this is common)."),
+    ("idle footprint", "Median of device memory over the idle window."),
+    ("GiB·s load / run", "Device memory integrated over time (trapezoid between samples) over the "
+     "load window / the whole sampled run."),
+    ("KV efficiency", "Mean over the load window of kv_used / kv_held (kvcached); for a static "
+     "pool, the engine's kv_cache_usage: the used share of a pool held in full."),
+    ("Repeats and verdicts", "Points with the same settings but a different repeat form a group. "
+     "Each figure is a median over the group's runs with a 95% bootstrap interval (2000 "
+     "resamples, seed 0). 'within noise': the kvcached and static intervals overlap; "
+     "'kvcached lower/higher': they do not; 'n too small': a side has one run (no interval), "
+     "and the direction seen is not a finding. Single runs of the same config have differed by "
+     "60% in E2E on an H200."),
+]
+
+
+def _facts(root: Path, cat: pd.DataFrame) -> list[str]:
+    if cat.empty:
+        return [f"Results: {root}", "No points found."]
+    n_ok = int((cat["status"] == "ok").sum())
+    facts = [f"Results: {root}",
+             f"{len(cat)} points: {n_ok} ok, {len(cat) - n_ok} failed or incomplete."]
+    engines = sorted({str(e) for e in cat.get("engine", pd.Series(dtype=str)).dropna()})
+    if engines:
+        facts.append("Engine: " + ", ".join(engines) + ".")
+    if cat["simulated"].any():
+        facts.append("Some points ran on the simulated engine: their device memory is simulated, "
+                     "not measured on a GPU.")
+    common = common_params(cat)
+    if common:
+        facts.append("Common to every point: " + " ".join(f"{k}={v}" for k, v in common.items()))
+    params = swept_parameters(cat) if n_ok else []
+    if params:
+        facts.append("Swept: " + ", ".join(params) + ".")
+    return facts
+
+
+def _figure_md(fig: Figure, out: Path) -> str:
+    if fig.path is None:
+        return f"### {fig.title}\n\nSkipped: {fig.note}\n"
+    note = f"\n\n{fig.note}" if fig.note else ""
+    return f"### {fig.title}\n\n![{fig.title}]({fig.path.relative_to(out)}){note}\n"
+
+
+def _markdown(title: str, page: Page, out: Path) -> str:
+    md = [f"# {title}", "", *[f"- {f}" for f in page.facts], ""]
+    if page.lines:
+        md += ["## Per allocator (single-model points)", "", *[f"- {line}" for line in
+                                                             page.lines], ""]
+    md += ["## Failed points", ""]
+    md.append(to_markdown(page.failed) if not page.failed.empty
+              else "None: every point completed.\n")
+    for s in page.sections:
+        md += [f"## {s.heading}", ""]
+        if s.intro:
+            md += [s.intro, ""]
+        md.append(to_markdown(s.table))
+    md += ["## Figures", ""]
+    md += [_figure_md(f, out) for f in page.figures]
+    md += ["## Definitions", ""]
+    md += [f"- **{k}**: {v}" for k, v in page.definitions]
+    return "\n".join(md) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def render_report(root: Path) -> Path:
+    """Render `<root>/report/` from the Parquet results under `root`; returns that folder."""
+    root = Path(root)
+    out = root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        results = load(root)
+    except FileNotFoundError:
+        results = None
+    cat = add_savings(catalog(results)) if results is not None else pd.DataFrame()
+    figures = render_figures(cat, results, out) if results is not None and not cat.empty else []
+    sections: list[Section] = []
+    if not cat.empty:
+        sections = [
+            Section("Summary per point", point_table(cat),
+                    "VRAM is device memory used (GiB); savings are against the static baseline "
+                    "with the same other settings ('-' where there is none, and for static "
+                    "points)."),
+            Section("kvcached vs static (repeats pooled)", comparison_table(cat),
+                    "Median over repeats with a 95% bootstrap interval; the verdict says "
+                    "whether the difference is outside the noise."),
+            Section("Elasticity per point", elasticity_display(cat),
+                    "See Definitions. '-' for grow: memory did not grow; for release: it "
+                    "was not released before the next wave or the end."),
+        ]
+    page = Page(
+        title=f"kvexp report: {root.resolve().name}",
+        facts=_facts(root, cat),
+        lines=tutorial_lines(cat) if not cat.empty else [],
+        failed=failed_table(cat),
+        sections=sections,
+        figures=figures,
+        definitions=DEFINITIONS,
+    )
+    _write(out / "summary.md", _markdown(page.title, page, out))
+    _write(out / "report.html", render_html(page))
+    if not cat.empty:
+        cat.drop(columns=["params"]).to_csv(out / "points.csv", index=False)
+        sections[1].table.to_csv(out / "comparison.csv", index=False)
+    return out

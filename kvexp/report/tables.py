@@ -1,0 +1,379 @@
+"""The report's tables: a catalog of points, per-point figures, repeat groups and A/B verdicts.
+
+Every table is a DataFrame of display strings (the precision the reader sees), rendered as
+Markdown here and as HTML in `html.py`; `print_summary` prints a short one to the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kvexp.report.elasticity import elasticity_table
+from kvexp.report.stats import bootstrap_ci, compare, format_ci
+from kvexp.results import Results
+from kvexp.summary import latency_figures, memory_figures
+
+ALLOCATOR_KEYS = ("allocator", "allocator.kind")
+REPEAT_KEYS = ("repeat",)
+META_COLS = ("label", "status", "error", "engine", "engine_reason", "ready_time",
+             "workload_start", "workload_end", "end_time", "clock_start")
+
+
+def parse_overrides(text: Any) -> dict[str, str]:
+    """'k=v k2=v2' (or a list of 'k=v') as a dict; keys lose Hydra's +/~ prefixes."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return {}
+    items = text.split() if isinstance(text, str) else list(text)
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" in item:
+            k, v = item.split("=", 1)
+            out[k.lstrip("+~")] = v
+    return out
+
+
+def _join(params: dict[str, str], drop: tuple[str, ...]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items() if k not in drop)
+
+
+def _point_json(root: Path, name: str) -> dict[str, Any]:
+    """A point's point.json (lists included), or {} if it has none."""
+    f = root / name / "point.json"
+    if not f.exists() and root.name == name:
+        f = root / "point.json"
+    try:
+        return json.loads(f.read_text()) if f.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _num(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def catalog(results: Results) -> pd.DataFrame:
+    """One row per point: config choices, status, error, figures and elasticity metrics.
+
+    Columns added here: `params` (dict of the point's overrides), `group` (its settings without
+    `repeat`: runs of one group are repeats), `setting` (without `repeat` and the allocator:
+    the kvcached/static pair key) and `simulated` (its device is the sim's).
+    """
+    names = list(dict.fromkeys(
+        list(results.points.get("point", pd.Series(dtype=str)))
+        + list(results.summary.get("point", pd.Series(dtype=str)))
+    ))
+    summ = results.summary.set_index("point") if "point" in results.summary else pd.DataFrame()
+    pts = results.points.set_index("point") if "point" in results.points else pd.DataFrame()
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        row: dict[str, Any] = {"point": name}
+        meta = pts.loc[name].to_dict() if name in pts.index else {}
+        srow = summ.loc[name].to_dict() if name in summ.index else {}
+        row.update({k: v for k, v in meta.items()})
+        row.update({k: v for k, v in srow.items() if not (k in row and _isna(v))})
+        info = _point_json(results.root, name)
+        overrides = srow.get("overrides")
+        if _isna(overrides) or overrides is None:
+            overrides = info.get("overrides") or row.get("label") or ""
+        params = parse_overrides(overrides)
+        row["params"] = params
+        if _isna(row.get("allocator")) or not row.get("allocator"):
+            row["allocator"] = next((params[k] for k in ALLOCATOR_KEYS if k in params), "")
+        if _isna(row.get("repeat")):
+            row["repeat"] = _num(params.get("repeat", 0))
+        row.setdefault("status", "unknown")
+        if _isna(row.get("error")):
+            row["error"] = ""
+        if not srow:
+            row.update(_figures_from_raw(results, name, meta))
+        rows.append(row)
+    cat = pd.DataFrame(rows)
+    if cat.empty:
+        return cat
+    _shorten(cat)
+    el = elasticity_table(results.memory, results.requests, cat[["point", *[
+        c for c in META_COLS if c in cat]]])
+    cat = cat.merge(el, on="point", how="left")
+    mem = results.memory
+    sim_points = set(mem.loc[mem["source"] == "sim_device", "point"]) if not mem.empty else set()
+    cat["simulated"] = cat["point"].isin(sim_points) | (cat.get("engine") == "sim")
+    if "n_instances" not in cat:
+        cat["n_instances"] = 1
+    return cat
+
+
+def common_params(cat: pd.DataFrame) -> dict[str, str]:
+    """Overrides every point shares (same key, same value): shown once, not in every label."""
+    dicts = list(cat["params"])
+    if len(dicts) < 2:
+        return {}
+    first = dicts[0]
+    return {k: v for k, v in first.items() if all(d.get(k) == v for d in dicts[1:])}
+
+
+def _shorten(cat: pd.DataFrame) -> None:
+    """Labels, groups and settings from the overrides that differ between points."""
+    common = common_params(cat)
+    varying = [{k: v for k, v in p.items() if k not in common} for p in cat["params"]]
+    cat["label_full"] = cat.get("label", pd.Series("", index=cat.index)).fillna("")
+    short = [_join(p, REPEAT_KEYS) for p in varying]
+    cat["label"] = [s or full or "defaults" for s, full in zip(short, cat["label_full"],
+                                                               strict=True)]
+    cat["group"] = short
+    cat["setting"] = [_join(p, REPEAT_KEYS + ALLOCATOR_KEYS) for p in varying]
+
+
+def _isna(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _figures_from_raw(results: Results, name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """summary.py's figures for a point that has raw data but no summary row."""
+    mem = results.memory[results.memory["point"] == name] if not results.memory.empty else None
+    req = results.requests[results.requests["point"] == name] if not results.requests.empty \
+        else None
+    out: dict[str, Any] = {}
+    if mem is not None and not mem.empty:
+        out.update(memory_figures(mem, meta))
+    if req is not None and not req.empty:
+        out.update(latency_figures(req, meta))
+    return out
+
+
+@dataclass(frozen=True)
+class Col:
+    """A display column: header, source column (or a function of the row), scale, digits."""
+
+    header: str
+    source: str | Callable[[pd.Series], float]
+    scale: float = 1.0
+    digits: int = 2
+
+    def value(self, row: pd.Series) -> float:
+        v = self.source(row) if callable(self.source) else row.get(self.source, math.nan)
+        return _num(v)
+
+    def text(self, row: pd.Series) -> str:
+        v = self.value(row)
+        return "-" if math.isnan(v) else f"{v * self.scale:.{self.digits}f}"
+
+
+def _flex(row: pd.Series) -> float:
+    return _num(row.get("peak_device_gib")) - _num(row.get("idle_device_gib"))
+
+
+POINT_COLS = [
+    Col("idle VRAM GiB", "idle_device_gib"),
+    Col("peak VRAM GiB", "peak_device_gib"),
+    Col("VRAM flex GiB", _flex),
+    Col("saved idle GiB", "saved_idle_gib"),
+    Col("saved mean GiB", "saved_mean_gib"),
+    Col("E2E p50 s", "e2e_p50_s", 1.0, 3),
+    Col("E2E p99 s", "e2e_p99_s", 1.0, 3),
+    Col("TTFT p50 ms", "ttft_p50_s", 1e3, 1),
+    Col("TTFT p99 ms", "ttft_p99_s", 1e3, 1),
+    Col("ITL p50 ms", "itl_p50_s", 1e3, 1),
+    Col("ITL p99 ms", "itl_p99_s", 1e3, 1),
+    Col("out tok/s", "output_tok_per_s", 1.0, 1),
+]
+
+ELASTICITY_COLS = [
+    Col("grow s (device)", "device_grow_s", 1.0, 2),
+    Col("release s (device)", "device_release_s", 1.0, 2),
+    Col("grow s (kv held)", "kv_held_grow_s", 1.0, 2),
+    Col("release s (kv held)", "kv_held_release_s", 1.0, 2),
+    Col("idle footprint GiB", "device_idle_gib"),
+    Col("GiB·s load", "device_load_gib_s", 1.0, 1),
+    Col("GiB·s run", "device_run_gib_s", 1.0, 1),
+    Col("KV efficiency %", "kv_efficiency", 100.0, 1),
+]
+
+COMPARE_METRICS = [
+    ("idle VRAM GiB", "idle_device_gib", 1.0, 2),
+    ("peak VRAM GiB", "peak_device_gib", 1.0, 2),
+    ("mean VRAM under load GiB", "mean_device_gib", 1.0, 2),
+    ("VRAM GiB·s over load", "device_load_gib_s", 1.0, 1),
+    ("E2E p50 s", "e2e_p50_s", 1.0, 3),
+    ("E2E p99 s", "e2e_p99_s", 1.0, 3),
+    ("TTFT p50 ms", "ttft_p50_s", 1e3, 1),
+    ("TTFT p99 ms", "ttft_p99_s", 1e3, 1),
+    ("ITL p50 ms", "itl_p50_s", 1e3, 1),
+    ("ITL p99 ms", "itl_p99_s", 1e3, 1),
+    ("out tok/s", "output_tok_per_s", 1.0, 1),
+]
+
+
+def ok_points(cat: pd.DataFrame) -> pd.DataFrame:
+    return cat[cat["status"] == "ok"] if not cat.empty else cat
+
+
+def add_savings(cat: pd.DataFrame) -> pd.DataFrame:
+    """`saved_idle_gib` / `saved_mean_gib` of each kvcached point against its static baseline.
+
+    The baseline is the ok static point of the same setting and repeat, else the median of
+    the ok static points of the same setting; NaN where there is none.
+    """
+    cat = cat.copy()
+    cat["saved_idle_gib"] = math.nan
+    cat["saved_mean_gib"] = math.nan
+    ok = ok_points(cat)
+    static = ok[ok["allocator"] == "static"]
+    for i, row in ok[ok["allocator"] == "kvcached"].iterrows():
+        base = static[static["setting"] == row["setting"]]
+        same = base[base["repeat"] == row["repeat"]]
+        base = same if not same.empty else base
+        if base.empty:
+            continue
+        for col, out in (("idle_device_gib", "saved_idle_gib"), ("mean_device_gib",
+                                                                  "saved_mean_gib")):
+            if col in base and col in row:
+                cat.loc[i, out] = float(np.nanmedian(base[col].astype(float))) - _num(row[col])
+    return cat
+
+
+def _failed_text(row: pd.Series) -> str:
+    n, f = _num(row.get("requests")), _num(row.get("failed"))
+    return "-" if math.isnan(n) else f"{int(f) if not math.isnan(f) else 0}/{int(n)}"
+
+
+def point_table(cat: pd.DataFrame) -> pd.DataFrame:
+    """Per point: status, VRAM, savings vs static, latency percentiles, throughput, failures."""
+    rows = []
+    for _, r in cat.iterrows():
+        d = {"point": str(r["point"]), "label": str(r.get("label", "")),
+             "status": str(r["status"])}
+        d.update({c.header: c.text(r) for c in POINT_COLS})
+        d["failed req"] = _failed_text(r)
+        rows.append(d)
+    return pd.DataFrame(rows)
+
+
+def _released_text(row: pd.Series) -> str:
+    n = _num(row.get("waves"))
+    if math.isnan(n) or n == 0:
+        return "-"
+    g, r = _num(row.get("device_waves_grew")), _num(row.get("device_waves_released"))
+    return f"{int(g)}/{int(n)} grew, {int(r)} released"
+
+
+def elasticity_display(cat: pd.DataFrame) -> pd.DataFrame:
+    """Per ok point: elasticity metrics (see Definitions)."""
+    rows = []
+    for _, r in ok_points(cat).iterrows():
+        d = {"point": str(r["point"]), "label": str(r.get("label", ""))}
+        d["waves (device)"] = _released_text(r)
+        d.update({c.header: c.text(r) for c in ELASTICITY_COLS})
+        d["KV efficiency from"] = str(r.get("kv_efficiency_basis") or "-")
+        rows.append(d)
+    return pd.DataFrame(rows)
+
+
+def comparison_table(cat: pd.DataFrame) -> pd.DataFrame:
+    """kvcached vs static per setting: median [95% CI] over repeats, and a verdict."""
+    ok = ok_points(cat)
+    rows = []
+    for setting, grp in ok.groupby("setting", sort=False):
+        kv, st = grp[grp["allocator"] == "kvcached"], grp[grp["allocator"] == "static"]
+        if kv.empty or st.empty:
+            continue
+        for name, col, scale, digits in COMPARE_METRICS:
+            if col not in grp:
+                continue
+            a = bootstrap_ci(kv[col].astype(float).to_numpy())
+            b = bootstrap_ci(st[col].astype(float).to_numpy())
+            if a.n == 0 and b.n == 0:
+                continue
+            rel = (a.value - b.value) / b.value * 100 if b.value else math.nan
+            rows.append({
+                "setting": setting or "(defaults)",
+                "metric": name,
+                "kvcached median [95% CI]": format_ci(a, digits, scale),
+                "static median [95% CI]": format_ci(b, digits, scale),
+                "kvcached vs static": "-" if math.isnan(rel) else f"{rel:+.0f}%",
+                "verdict": compare(a, b),
+            })
+    return pd.DataFrame(rows)
+
+
+def tutorial_lines(cat: pd.DataFrame) -> list[str]:
+    """Per allocator, over its ok single-model points: idle, peak, median latency, flex."""
+    ok = ok_points(cat)
+    if ok.empty:
+        return []
+    single = ok[ok["n_instances"].fillna(1).astype(float) <= 1]
+    lines = []
+    for alloc, grp in single.groupby("allocator", sort=True):
+        def med(values: pd.Series) -> float:
+            arr = values.astype(float).to_numpy()
+            return float(np.nanmedian(arr)) if np.isfinite(arr).any() else math.nan
+
+        idle, peak = med(grp.get("idle_device_gib", pd.Series(dtype=float))), med(
+            grp.get("peak_device_gib", pd.Series(dtype=float)))
+        e2e = med(grp.get("e2e_p50_s", pd.Series(dtype=float)))
+        flex = med(grp.apply(_flex, axis=1)) if len(grp) else math.nan
+        runs = f" (median over {len(grp)} runs)" if len(grp) > 1 else ""
+        lines.append(
+            f"{alloc or 'unknown'}: idle VRAM {_f(idle)} GiB, peak VRAM {_f(peak)} GiB, "
+            f"median latency {_f(e2e, 3)} s, VRAM flex {_f(flex)} GiB{runs}"
+        )
+    return lines
+
+
+def _f(v: float, digits: int = 2) -> str:
+    return "-" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def failed_table(cat: pd.DataFrame) -> pd.DataFrame:
+    """Points whose status is not ok, with their error."""
+    if cat.empty:
+        return pd.DataFrame(columns=["point", "label", "status", "error"])
+    bad = cat[cat["status"] != "ok"]
+    return pd.DataFrame({
+        "point": bad["point"].astype(str),
+        "label": bad.get("label", pd.Series("", index=bad.index)).fillna("").astype(str),
+        "status": bad["status"].astype(str),
+        "error": bad["error"].fillna("").astype(str),
+    })
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of a DataFrame of strings."""
+    if df.empty:
+        return "_(none)_\n"
+
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def print_summary(results: Results | pd.DataFrame, console: Any = None) -> None:
+    """A short rich table of the points (idle/peak VRAM, latency, failures) on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    cat = results if isinstance(results, pd.DataFrame) else add_savings(catalog(results))
+    table = Table(title="kvexp points")
+    cols = ["point", "label", "status", "idle VRAM GiB", "peak VRAM GiB", "saved idle GiB",
+            "E2E p50 s", "TTFT p50 ms", "ITL p50 ms", "failed req"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("point", "label", "status") else "right")
+    disp = point_table(cat) if not cat.empty else pd.DataFrame(columns=cols)
+    for _, r in disp.iterrows():
+        style = None if r["status"] == "ok" else "red"
+        table.add_row(*[str(r[c]) for c in cols], style=style)
+    (console or Console()).print(table)

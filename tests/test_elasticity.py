@@ -1,0 +1,154 @@
+"""Elasticity metrics and bootstrap intervals against series and data with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kvexp.report.elasticity import (
+    PAGE_BYTES,
+    Wave,
+    integral_gib_s,
+    kv_efficiency,
+    point_elasticity,
+    threshold,
+    wave_elasticity,
+    waves_of,
+)
+from kvexp.report.stats import CI, bootstrap_ci, compare, format_ci
+
+GIB = 2**30
+DT = 0.25  # exact in binary: sample times are exact
+
+
+def grid(t_end: float = 30.0) -> np.ndarray:
+    return np.arange(0.0, t_end + DT / 2, DT)
+
+
+def step_series(t: np.ndarray, base: float, level: float, up: float, down: float) -> np.ndarray:
+    """`base`, then `level` on [up, down), then `base` again."""
+    return np.where((t >= up) & (t < down), level, base)
+
+
+def test_growth_at_exact_time_and_release_after_known_delay() -> None:
+    t = grid()
+    v = step_series(t, 2 * GIB, 2.5 * GIB, up=10.5, down=15.75)
+    (res,) = wave_elasticity(t, v, [Wave(0, 10.0, 14.0)])
+    assert res.pre_level == 2 * GIB
+    assert res.grow_s == pytest.approx(0.5)
+    assert res.release_s == pytest.approx(1.75)
+    assert res.peak == 2.5 * GIB
+
+
+def test_never_released_is_nan() -> None:
+    t = grid()
+    v = np.where(t >= 10.5, 2.3 * GIB, 2 * GIB)  # kvcached keeping its prealloc reserve
+    (res,) = wave_elasticity(t, v, [Wave(0, 10.0, 14.0)])
+    assert res.grow_s == pytest.approx(0.5)
+    assert math.isnan(res.release_s) and not res.released
+
+
+def test_flat_static_pool_never_grows() -> None:
+    t = grid()
+    v = np.full_like(t, 75 * GIB)
+    (res,) = wave_elasticity(t, v, [Wave(0, 10.0, 14.0)])
+    assert math.isnan(res.grow_s) and math.isnan(res.release_s)
+
+
+def test_threshold_is_one_page_or_one_percent() -> None:
+    assert threshold(10 * 2**20) == PAGE_BYTES
+    assert threshold(75 * GIB) == pytest.approx(0.75 * GIB)
+    t = grid()
+    small = step_series(t, 2 * GIB, 2 * GIB + 2**20, up=11.0, down=13.0)  # 1 MiB < 1 page
+    assert math.isnan(wave_elasticity(t, small, [Wave(0, 10.0, 14.0)])[0].grow_s)
+    big_base = step_series(t, 75 * GIB, 75.5 * GIB, up=11.0, down=13.0)  # 0.5 GiB < 1%
+    assert math.isnan(wave_elasticity(t, big_base, [Wave(0, 10.0, 14.0)])[0].grow_s)
+
+
+def test_release_is_searched_only_until_the_next_wave() -> None:
+    t = grid(40.0)
+    v = step_series(t, 2 * GIB, 3 * GIB, up=10.5, down=25.0)
+    first, second = wave_elasticity(t, v, [Wave(0, 10.0, 14.0), Wave(1, 16.0, 20.0)])
+    assert first.grow_s == pytest.approx(0.5)
+    assert math.isnan(first.release_s)  # still held when the second wave started
+    assert second.pre_level == 3 * GIB  # starts from where the first wave left it
+    assert math.isnan(second.grow_s)
+
+
+def test_integral_of_a_step_function() -> None:
+    t = np.concatenate([np.arange(0, 5.5, 0.5), np.arange(5, 10.5, 0.5)])
+    v = np.concatenate([np.full(11, 1.0 * GIB), np.full(11, 3.0 * GIB)])  # vertical edge at 5
+    assert integral_gib_s(t, v) == pytest.approx(1 * 5 + 3 * 5)
+    assert integral_gib_s(t, v, 2.5, 7.5) == pytest.approx(1 * 2.5 + 3 * 2.5)
+    assert integral_gib_s(t, v, -5.0, 50.0) == pytest.approx(20.0)  # clipped to the samples
+    assert math.isnan(integral_gib_s([1.0], [GIB]))
+
+
+def _mem(rows: list[tuple[float, str, str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["time", "source", "instance", "metric", "value"])
+
+
+def test_kv_efficiency_kvcached_and_static() -> None:
+    rows = []
+    for i, t in enumerate([1.0, 2.0, 3.0, 4.0]):
+        for inst in ("a", "b"):
+            rows.append((t, "kvcached", inst, "kv_held_bytes", 100.0))
+            rows.append((t, "kvcached", inst, "kv_used_bytes", 25.0 * (i % 2 + 1)))
+    eff, basis = kv_efficiency(_mem(rows), 1.0, 4.0)
+    assert basis == "kv_used/kv_held"
+    assert eff == pytest.approx((0.25 + 0.5 + 0.25 + 0.5) / 4)
+    static = _mem([(t, "engine", "a", "kv_cache_usage", u)
+                   for t, u in [(0.0, 0.9), (1.0, 0.2), (2.0, 0.4), (9.0, 0.9)]])
+    eff, basis = kv_efficiency(static, 1.0, 2.0)
+    assert basis == "engine kv_cache_usage" and eff == pytest.approx(0.3)
+
+
+def test_waves_from_requests_and_point_elasticity() -> None:
+    req = pd.DataFrame({
+        "wave": [0, 0, 1, 1],
+        "sent_time": [10.0, 10.1, 20.0, 20.2],
+        "end_time": [13.0, 14.0, 23.0, np.nan],
+    })
+    assert waves_of(req) == [Wave(0, 10.0, 14.0), Wave(1, 20.0, 23.0)]
+    unindexed = req.assign(wave=-1)
+    assert waves_of(unindexed, {"workload_start": 9.0, "workload_end": 30.0}) == [
+        Wave(-1, 9.0, 30.0)]
+
+    t = grid()
+    v = step_series(t, 2 * GIB, 2.5 * GIB, up=10.5, down=15.75)
+    mem = _mem([(x, "nvml", "", "device_used_bytes", y) for x, y in zip(t, v, strict=True)])
+    req = pd.DataFrame({"wave": [0], "sent_time": [10.0], "end_time": [14.0]})
+    meta = {"ready_time": 2.0, "workload_start": 8.0, "workload_end": 20.0}
+    out = point_elasticity(mem, req, meta)
+    assert out["device_grow_s"] == pytest.approx(0.5)
+    assert out["device_release_s"] == pytest.approx(1.75)
+    assert out["device_idle_gib"] == pytest.approx(2.0)
+    assert out["device_run_gib_s"] == pytest.approx(2 * 30 + 0.5 * 5.25, abs=0.5 * DT)
+    assert math.isnan(out["kv_held_grow_s"])
+
+
+def test_bootstrap_ci_known_data() -> None:
+    ci = bootstrap_ci([0.0, 1.0])  # resampled medians are 0, 0.5, 1 (1/4, 1/2, 1/4)
+    assert (ci.value, ci.low, ci.high, ci.n) == (0.5, 0.0, 1.0, 2)
+    const = bootstrap_ci([5.0] * 10)
+    assert (const.value, const.low, const.high) == (5.0, 5.0, 5.0)
+    data = np.arange(1.0, 22.0)
+    ci = bootstrap_ci(data)
+    assert ci.value == 11.0 and ci.low < 11.0 < ci.high
+    assert bootstrap_ci(data) == ci  # seeded
+    one = bootstrap_ci([3.0, np.nan])
+    assert one.n == 1 and not one.has_interval
+    assert format_ci(one) == "3.00 (n=1, no CI)"
+    assert format_ci(bootstrap_ci([])) == "-"
+
+
+def test_compare_wording() -> None:
+    a, b = CI(1.0, 0.8, 1.2, 3), CI(1.1, 0.9, 1.3, 3)
+    assert compare(a, b) == "within noise"
+    assert compare(CI(1.0, 0.9, 1.1, 3), CI(2.0, 1.8, 2.2, 3)) == "kvcached lower"
+    assert compare(CI(3.0, 2.9, 3.1, 3), CI(2.0, 1.8, 2.2, 3)) == "kvcached higher"
+    few = compare(CI(1.0, math.nan, math.nan, 1), CI(2.0, 1.8, 2.2, 3))
+    assert few.startswith("n too small") and "kvcached lower" in few

@@ -185,6 +185,7 @@ class EngineConfig:
     port: int | None = None  # first instance's port; None = free ports picked at start
     ready_timeout_s: float = 600.0
     stop_timeout_s: float = 20.0
+    sequential_start: bool = True  # start instances one at a time (vLLM profiles free memory)
     vllm: VllmEngineConfig = field(default_factory=VllmEngineConfig)
     sim: SimEngineConfig = field(default_factory=SimEngineConfig)
 

@@ -42,12 +42,12 @@ def launch_specs(
     cfg: Config, insts: list[ResolvedInstance], point_dir: Path
 ) -> tuple[list[LaunchSpec], Path | None]:
     """Every instance's launch spec; the sim's shared device file, if the engine is sim."""
-    tag = f"{os.getpid()}_{secrets.token_hex(2)}"
+    tag = secrets.token_hex(3)  # unique per point: segments of concurrent runs never collide
     specs: list[LaunchSpec] = []
     device_path = point_dir / "sim-device.json" if cfg.engine.kind == "sim" else None
     for inst in insts:
         port = inst.port or free_port(cfg.engine.host)
-        ipc = f"kvcached_kvexp_{tag}_{inst.name}" if inst.allocator.kind == "kvcached" else None
+        ipc = f"kvcached_{inst.name}_{tag}" if inst.allocator.kind == "kvcached" else None
         if cfg.engine.kind == "sim":
             from kvexp.engines.sim.launch import build_sim_launch
 
@@ -130,12 +130,14 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         source, source_name = _device_source(cfg, device_path)
         group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock)
         group.start()
+        meta["launch_time"] = clock.now()
         for spec in specs:
             server = Server(spec, point_dir / "logs" / f"{spec.name}.log")
             servers.append(server)
             server.start()
             handles.append(server.handle())
-        meta["launch_time"] = clock.now()
+            if cfg.engine.sequential_start:
+                wait_ready([server], cfg.engine.ready_timeout_s)
         wait_ready(servers, cfg.engine.ready_timeout_s)
         _apply_kv_limits(insts, specs)
         meta["ready_time"] = clock.now()

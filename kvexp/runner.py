@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import time
@@ -47,7 +48,8 @@ def launch_specs(
     device_path = point_dir / "sim-device.json" if cfg.engine.kind == "sim" else None
     for inst in insts:
         port = inst.port or free_port(cfg.engine.host)
-        ipc = f"kvcached_{inst.name}_{tag}" if inst.allocator.kind == "kvcached" else None
+        safe = re.sub(r"[^A-Za-z0-9_]", "_", inst.name)
+        ipc = f"kvcached_{safe}_{tag}" if inst.allocator.kind == "kvcached" else None
         if cfg.engine.kind == "sim":
             from kvexp.engines.sim.launch import build_sim_launch
 

@@ -64,6 +64,15 @@ def launch_specs(
     return specs, device_path
 
 
+ENV_PREFIXES = ("VLLM_", "KVCACHED_", "ENABLE_KVCACHED", "CUDA_", "NCCL_", "HF_", "PYTORCH_",
+                "TORCH_", "OMP_", "KVEXP_")
+
+
+def inherited_env() -> dict[str, str]:
+    """The variables a server inherits that can change its behaviour (recorded with `env`)."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)}
+
+
 def _device_source(cfg: Config, device_path: Path | None) -> tuple[Any, str]:
     if not (cfg.sampler.device or cfg.sampler.processes):
         return None, ""
@@ -125,8 +134,9 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
     try:
         specs, device_path = launch_specs(cfg, insts, point_dir)
         meta["servers"] = [
-            {"name": s.name, "argv": s.argv, "env": s.env, "port": s.port,
-             "ipc_name": s.ipc_name, "served_model": s.served_model} for s in specs
+            {"name": s.name, "argv": s.argv, "env": s.env, "inherited_env": inherited_env(),
+             "port": s.port, "ipc_name": s.ipc_name, "served_model": s.served_model}
+            for s in specs
         ]
         results.write_json(meta, point_dir / "point.json")
         source, source_name = _device_source(cfg, device_path)

@@ -75,8 +75,7 @@ def test_multirun_writes_parquet_rows_for_every_point(tmp_path: Path) -> None:
 
 def test_a_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    r = kvexp("-m", *FAST, "burst_size=2,0", f"hydra.sweep.dir={sweep}", "report=false",
-              cwd=tmp_path)
+    r = kvexp("-m", *FAST, "burst_size=2,0", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert r.returncode == 1
     s = load(sweep).summary.set_index("burst_size", drop=False)
     assert s.loc[2, "status"] == "ok"
@@ -84,6 +83,10 @@ def test_a_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> Non
     assert len(bad) == 1
     assert "burst_size must be >= 1, got 0" in bad.iloc[0]["error"]
     assert "burst_size must be >= 1, got 0" in r.stderr
+    # The report is rendered anyway, and lists the failed point with its error.
+    report = (sweep / "report" / "summary.md").read_text()
+    assert "burst_size must be >= 1, got 0" in report
+    assert (sweep / "report" / "report.html").exists()
 
 
 def test_a_port_in_use_fails_the_point_clearly(tmp_path: Path) -> None:
@@ -128,7 +131,13 @@ def test_ctrl_c_stops_every_process_and_keeps_what_was_measured(tmp_path: Path) 
     else:
         proc.kill()
         pytest.fail("the workload never started")
-    time.sleep(2.0)
+    # The live view sees the running instance's kvcached segment (limit, used, prealloc).
+    top = subprocess.run([sys.executable, "-m", "kvexp", "top", "--once", "--shm-dir",
+                          str(tmp_path)], text=True, capture_output=True, timeout=30,
+                         env={**env, "COLUMNS": "200"})
+    assert top.returncode == 0, top.stderr
+    assert "kvcached_tiny_" in top.stdout and "MiB" in top.stdout
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode != 0
@@ -150,3 +159,61 @@ def test_two_sweeps_started_together_never_share_a_folder(tmp_path: Path) -> Non
     sweeps = list((tmp_path / "outputs" / "same").iterdir())
     assert len(sweeps) == 2
     assert all((s / "0" / "summary.parquet").exists() for s in sweeps)
+
+
+def test_a_server_not_ready_in_time_fails_the_point_and_is_stopped(tmp_path: Path) -> None:
+    r = kvexp(*FAST, "engine.sim.startup_s=60", "engine.ready_timeout_s=2",
+              f"hydra.run.dir={tmp_path}/run/0", "report=false", cwd=tmp_path)
+    assert r.returncode == 1
+    meta = json.loads((tmp_path / "run/0/point.json").read_text())
+    assert "not ready after 2 s" in meta["error"]
+    assert "kvexp sim engine" in meta["error"]  # the log tail is in the error
+    assert not sim_servers(tmp_path)
+
+
+def test_repeats_interleave_the_compared_settings(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    r = kvexp("-m", *FAST, "workload.waves=1", "allocator=kvcached,static", "repeats=2",
+              f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = load(sweep).summary.sort_values("point", key=lambda p: p.astype(int))
+    assert list(s["allocator"]) == ["kvcached", "static", "kvcached", "static"]  # A B A B
+    assert list(s["repeat"]) == [0, 0, 1, 1]
+    assert s["label"].nunique() == 2  # the two repeats of a setting share its label
+    assert all("repeat=" not in label for label in s["label"])
+    assert "n=2" in (sweep / "report" / "summary.md").read_text()
+
+
+def test_sim_static_pool_is_held_from_start_and_elastic_pool_follows_the_load(
+        tmp_path: Path) -> None:
+    """Bursts of long sequences on the Qwen2.5-0.5B shape: ~7 pages of 48 MiB per wave."""
+    sweep = tmp_path / "sweep"
+    r = kvexp("-m", "engine=sim", "engine.sim.time_scale=0.2", "workload=random_tokens",
+              "burst_size=32", "workload.waves=2", "workload.idle_s=2", "workload.lead_in_s=1",
+              "workload.tail_s=2", "sampler.interval_s=0.05", "allocator=kvcached,static",
+              "allocator.min_reserved_pages=1", "allocator.max_reserved_pages=2",
+              f"hydra.sweep.dir={sweep}", "report=false", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = load(sweep)
+    page = 2 * 2**20 * 24  # 2 MiB x 24 layers
+    for _, row in res.summary.iterrows():
+        meta = res.points.set_index("point").loc[row["point"]]
+        mem = res.memory[(res.memory["point"] == row["point"])]
+        dev = mem[(mem["source"] == "sim_device") & (mem["metric"] == "device_used_bytes")
+                  & (mem["time"] >= meta["ready_time"])]
+        req = res.requests[res.requests["point"] == row["point"]]
+        assert req["ok"].all() and (req["completion_tokens"] == 400).all()
+        if row["allocator"] == "static":
+            assert dev["value"].max() - dev["value"].min() < 2**20  # held, unchanged, from start
+            assert row["idle_device_gib"] > 70
+            continue
+        held = mem[mem["metric"] == "kv_held_bytes"].set_index("time")["value"]
+        idle = held[held.index < meta["workload_start"]].iloc[-1]
+        for _, wave in req.groupby("wave"):
+            during = held[(held.index >= wave["sent_time"].min())
+                          & (held.index <= wave["end_time"].max())]
+            after = held[held.index > wave["end_time"].max() + 0.5].iloc[0]
+            assert during.max() >= idle + 5 * page  # grew under the burst
+            assert after <= idle + 2 * page  # shrank after it, to the reserve
+        assert row["idle_device_gib"] < 5
+        assert row["peak_device_gib"] > row["idle_device_gib"] + 5 * page / 2**30

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,10 +371,18 @@ def print_summary(results: Results | pd.DataFrame, console: Any = None) -> None:
     table = Table(title="kvexp points")
     cols = ["point", "label", "status", "idle VRAM GiB", "peak VRAM GiB", "saved idle GiB",
             "E2E p50 s", "TTFT p50 ms", "ITL p50 ms", "failed req"]
+    short = {"idle VRAM GiB": "idle GiB", "peak VRAM GiB": "peak GiB", "saved idle GiB":
+             "saved GiB", "E2E p50 s": "E2E s", "TTFT p50 ms": "TTFT ms", "ITL p50 ms": "ITL ms",
+             "failed req": "failed"}  # p50s; narrow enough for an 80-column terminal
     for c in cols:
-        table.add_column(c, justify="left" if c in ("point", "label", "status") else "right")
+        if c == "label":
+            table.add_column(c, min_width=20, overflow="fold")
+        else:
+            table.add_column(short.get(c, c), justify="left" if c in ("point", "status")
+                             else "right")
     disp = point_table(cat) if not cat.empty else pd.DataFrame(columns=cols)
     for _, r in disp.iterrows():
         style = None if r["status"] == "ok" else "red"
         table.add_row(*[str(r[c]) for c in cols], style=style)
-    (console or Console()).print(table)
+    # Not a terminal (a log file, CI): do not crop the table to the 80-column default.
+    (console or Console(width=None if sys.stdout.isatty() else 160)).print(table)

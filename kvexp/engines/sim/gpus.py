@@ -18,12 +18,15 @@ class GpuSpec:
     base_bytes: int = 125 * MiB  # used on the device with no process on it (driver)
 
 
-# base_bytes of the H200 is fitted to what was seen there: a static pool at
-# --gpu-memory-utilization 0.55 showed 79,199 MiB used = 0.55 x 143,771 + ~125 MiB.
+# The H200's figures are fitted to NVML readings there (docs/h200.md): 615 MiB used with
+# no process on the device (NVML counts the driver's reservation; PyTorch's total excludes
+# it), and ~650 MiB per server outside vLLM's budget (CUDA context and non-torch memory):
+# a static pool at 0.55 then reads 78.1 GiB, as vLLM 0.26 on its V1 model runner did.
 GPUS: dict[str, GpuSpec] = {
     g.name: g
     for g in (
-        GpuSpec("h200", 143_771 * MiB, 4.8e12, 989e12),
+        GpuSpec("h200", 143_771 * MiB, 4.8e12, 989e12, context_bytes=650 * MiB,
+                base_bytes=615 * MiB),
         GpuSpec("h100", 81_559 * MiB, 3.35e12, 989e12),
         GpuSpec("a100-80g", 81_920 * MiB, 2.039e12, 312e12),
         GpuSpec("l40s", 46_068 * MiB, 0.864e12, 362e12),

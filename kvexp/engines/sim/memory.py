@@ -21,19 +21,25 @@ from kvexp.engines.sim.gpus import GpuSpec, MiB
 from kvexp.kvcached_segment import read_segment, remove_segment, write_segment
 
 PROFILE_TOKENS = 2048  # tokens of vLLM's profiling step, for the activation estimate
+# float32 logits-sized buffers the sampler warm-up of vLLM's V1 model runner leaves in
+# PyTorch's cache: fitted to the 2.15 / 2.17 GiB "peak activation" vLLM 0.26 reported on
+# an H200 for the Qwen2.5-0.5B / 1.5B shapes at max_num_seqs 256 (docs/h200.md).
+SAMPLER_LOGIT_COPIES = 14.5
 
 
 def activation_bytes(model: ModelConfig, max_batch: int) -> int:
-    """Activation peak a vLLM profiling run would leave reserved: one step of
-    PROFILE_TOKENS tokens (4 x hidden + 2 x intermediate values a token) plus
-    float32 logits for `max_batch` sequences."""
+    """Activation peak a vLLM profiling run leaves reserved: one step of PROFILE_TOKENS
+    tokens (4 x hidden + 2 x intermediate values a token) plus the sampler's float32
+    logits buffers for `max_batch` sequences."""
     per_token = (4 * model.hidden_size + 2 * model.intermediate_size) * model.dtype_bytes
-    return PROFILE_TOKENS * per_token + max_batch * model.vocab_size * 4
+    logits = max_batch * model.vocab_size * 4
+    return PROFILE_TOKENS * per_token + int(SAMPLER_LOGIT_COPIES * logits)
 
 
 def kv_budget_bytes(gpu: GpuSpec, model: ModelConfig, utilization: float, activation: int) -> int:
-    """vLLM's KV budget: utilization x total - weights - activations - CUDA context."""
-    return int(utilization * gpu.total_bytes) - model.weight_bytes - activation - gpu.context_bytes
+    """vLLM's KV budget: utilization x the memory PyTorch sees (NVML's total less what the
+    driver reserves) - weights - activations. The CUDA context lies outside the budget."""
+    return int(utilization * (gpu.total_bytes - gpu.base_bytes)) - model.weight_bytes - activation
 
 
 def _mib(n: int) -> str:
@@ -124,8 +130,8 @@ class StaticPool(KvPool):
             raise InsufficientMemory(
                 f"insufficient device memory: instance {name!r} needs {_mib(budget)} for its "
                 f"static KV pool (gpu_memory_utilization {allocator.gpu_memory_utilization} x "
-                f"{_mib(gpu.total_bytes)} - weights {_mib(model.weight_bytes)} - activations "
-                f"{_mib(activation)} - context {_mib(gpu.context_bytes)}), but only "
+                f"{_mib(gpu.total_bytes - gpu.base_bytes)} - weights {_mib(model.weight_bytes)}"
+                f" - activations {_mib(activation)}), but only "
                 f"{_mib(gpu.total_bytes - used)} is free ({_mib(used)} used on the device)"
             )
 

@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
+
+from kvexp.config import ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,3 +26,11 @@ def vllm_python() -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return str(path)
+
+
+def model_from_conf(name: str, **overrides: object) -> ModelConfig:
+    """A model as `conf/model/<name>.yaml` defines it, with some figures changed."""
+    node = OmegaConf.load(REPO_ROOT / "conf" / "model" / f"{name}.yaml")
+    node.pop("defaults", None)
+    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), node, overrides)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]

@@ -19,24 +19,13 @@ from kvexp.models import (
     ensure_model_folder,
     model_ref,
 )
+from tests.conftest import model_from_conf
 
 SENTENCE = "Explain how a KV cache speeds up transformer inference, in 2025? Yes.\nNew line!"
 
 
 def qwen25_05b(**kw: object) -> ModelConfig:
-    figures: dict = dict(
-        name="qwen2.5-0.5b",
-        hub_id="Qwen/Qwen2.5-0.5B-Instruct",
-        num_layers=24,
-        num_attention_heads=14,
-        num_kv_heads=2,
-        head_dim=64,
-        hidden_size=896,
-        intermediate_size=4864,
-        vocab_size=151936,
-    )
-    figures.update(kw)
-    return ModelConfig(**figures)
+    return model_from_conf("qwen2.5-0.5b-instruct", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +82,13 @@ def test_vocab_is_exact_for_small_sizes() -> None:
 def test_reused_on_second_call(tmp_path: Path) -> None:
     model = qwen25_05b(vocab_size=4096)
     folder = ensure_model_folder(model, tmp_path)
-    assert folder == tmp_path / "qwen2.5-0.5b"
+    assert folder == tmp_path / "qwen2.5-0.5b-instruct"
     mtime = (folder / "tokenizer.json").stat().st_mtime_ns
     assert ensure_model_folder(model, tmp_path) == folder
     assert (folder / "tokenizer.json").stat().st_mtime_ns == mtime
     changed = ensure_model_folder(qwen25_05b(vocab_size=4096, num_layers=12), tmp_path)
     assert json.loads((changed / "config.json").read_text())["num_hidden_layers"] == 12
-    assert [p.name for p in tmp_path.iterdir()] == ["qwen2.5-0.5b"]  # no temp folders left
+    assert [p.name for p in tmp_path.iterdir()] == ["qwen2.5-0.5b-instruct"]  # no temp folders left
 
 
 def test_offline_path_overrides_models_dir(tmp_path: Path) -> None:
@@ -109,8 +98,8 @@ def test_offline_path_overrides_models_dir(tmp_path: Path) -> None:
 
 
 def test_foreign_folder_not_overwritten(tmp_path: Path) -> None:
-    (tmp_path / "qwen2.5-0.5b").mkdir()
-    (tmp_path / "qwen2.5-0.5b" / "weights.bin").write_text("x")
+    (tmp_path / "qwen2.5-0.5b-instruct").mkdir()
+    (tmp_path / "qwen2.5-0.5b-instruct" / "weights.bin").write_text("x")
     with pytest.raises(ModelFolderError, match="not written by kvexp"):
         ensure_model_folder(qwen25_05b(), tmp_path)
 

@@ -19,6 +19,7 @@ import pytest
 from kvexp.config import AllocatorConfig, EngineConfig, ModelConfig, ResolvedInstance
 from kvexp.engines.base import LaunchSpec
 from kvexp.engines.vllm import build_vllm_launch
+from tests.conftest import model_from_conf
 
 pytestmark = pytest.mark.vllm
 
@@ -27,18 +28,7 @@ STOP_TIMEOUT_S = 30.0
 
 
 def tiny_model() -> ModelConfig:
-    # head_dim 32: vLLM's CPU attention supports head sizes 32, 64, 80, ... only.
-    return ModelConfig(
-        name="tiny",
-        num_layers=2,
-        hidden_size=128,
-        intermediate_size=256,
-        num_attention_heads=4,
-        num_kv_heads=2,
-        head_dim=32,
-        vocab_size=2000,
-        max_model_len=512,
-    )
+    return model_from_conf("tiny")
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pytest
 
 from kvexp.config import AllocatorConfig, EngineConfig, ModelConfig, ResolvedInstance
 from kvexp.engines.vllm import build_vllm_launch, cuda_available, vllm_available
+from tests.conftest import model_from_conf
 
 KVCACHED_VARS = {
     "KVCACHED_PAGE_SIZE_MB",
@@ -23,20 +24,8 @@ KVCACHED_VARS = {
 
 
 def model(**kw: object) -> ModelConfig:
-    figures: dict = dict(
-        name="qwen2.5-0.5b",
-        hub_id="Qwen/Qwen2.5-0.5B-Instruct",
-        num_layers=24,
-        num_attention_heads=14,
-        num_kv_heads=2,
-        head_dim=64,
-        hidden_size=896,
-        intermediate_size=4864,
-        vocab_size=1024,  # small: these tests only need the folder to exist
-        max_model_len=2048,
-    )
-    figures.update(kw)
-    return ModelConfig(**figures)
+    # vocab 1024: these tests only need the folder to exist
+    return model_from_conf("qwen2.5-0.5b-instruct", vocab_size=1024, **kw)
 
 
 def launch(tmp_path: Path, kind: str = "static", device: str = "cuda", **alloc: object):
@@ -54,8 +43,8 @@ def test_static_gpu(tmp_path: Path) -> None:
     spec = launch(tmp_path, gpu_memory_utilization=0.55)
     a = spec.argv
     assert a[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
-    assert opt(a, "--model") == str(tmp_path / "qwen2.5-0.5b")
-    assert (tmp_path / "qwen2.5-0.5b" / "config.json").is_file()
+    assert opt(a, "--model") == str(tmp_path / "qwen2.5-0.5b-instruct")
+    assert (tmp_path / "qwen2.5-0.5b-instruct" / "config.json").is_file()
     assert opt(a, "--served-model-name") == "Qwen/Qwen2.5-0.5B-Instruct" == spec.served_model
     assert opt(a, "--host") == "127.0.0.1" and opt(a, "--port") == "8123"
     assert opt(a, "--max-model-len") == "2048"
@@ -149,7 +138,7 @@ def test_hub_and_local_models(tmp_path: Path) -> None:
     m = model(source="local", path=str(local_dir), hub_id=None)
     local = build_vllm_launch(ResolvedInstance("a", m, alloc), engine, tmp_path, 8000, None)
     assert opt(local.argv, "--model") == str(local_dir)
-    assert opt(local.argv, "--served-model-name") == "qwen2.5-0.5b"
+    assert opt(local.argv, "--served-model-name") == "qwen2.5-0.5b-instruct"
     assert "--load-format" not in local.argv
     assert local.env["HF_HUB_OFFLINE"] == "1"
 

@@ -19,13 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from kvexp.config import register_configs
 
 SUBCOMMANDS = {"report": "kvexp.report.__main__", "top": "kvexp.top"}
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # absolute: console script too
 _UID = secrets.token_hex(3)
 
 OmegaConf.register_new_resolver("kvexp_uid", lambda: _UID, replace=True)
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
     from kvexp.job import run_job
 

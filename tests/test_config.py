@@ -151,3 +151,15 @@ def test_unknown_instance_allocator_key_is_refused() -> None:
 def test_ports_follow_the_first_one() -> None:
     cfg = cfg_for("experiment=two_models", "engine.port=9100")
     assert [i.port for i in resolve_instances(cfg)] == [9100, 9101]
+
+
+def test_cfg_job_prints_the_composed_config_from_any_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "kvexp"  # the console script of `pip install -e .`
+    for argv in ([sys.executable, "-m", "kvexp"], [str(script)]):
+        r = subprocess.run([*argv, "--cfg", "job", "experiment=two_models"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "qwen2.5-1.5b-instruct" in r.stdout and "kind: alternating" in r.stdout

@@ -53,6 +53,9 @@ def test_real_vllm_sweep_writes_parquet_for_every_point(tmp_path: Path, vllm_pyt
     servers = res.points  # flattened scalars only; the full record is in point.json
     assert len(servers) == 2
     assert (sweep / "report" / "report.html").exists()
+    # No GPU signal on the CPU: memory over time shows the servers' host memory instead.
+    assert (sweep / "report" / "memory_over_time.png").stat().st_size > 10_000
+    assert "host RSS" in (sweep / "report" / "summary.md").read_text()
     left = [p for p in psutil.process_iter(["cmdline"])
             if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert not left, "a server of the sweep is still running"

@@ -10,6 +10,7 @@ coloured by allocator, so legends stay short from one point to dozens.
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ def _settings(cat: pd.DataFrame) -> list[str]:
 
 
 def _title(setting: str) -> str:
-    return setting or "(defaults)"
+    """A panel title: the setting's overrides, wrapped to stay inside a panel."""
+    return textwrap.fill(setting, 60, max_lines=3, placeholder=" ...") or "(defaults)"
 
 
 def _limit_note(shown: int, total: int, what: str) -> str:
@@ -111,12 +113,24 @@ def _shade_waves(ax: plt.Axes, results: Results, row: pd.Series, t0: float) -> b
     return bool(waves)
 
 
+def host_rss_series(memory: pd.DataFrame) -> pd.DataFrame:
+    """Host memory (RSS) of every server's process tree, summed per tick: the memory
+    signal of runs without a GPU device signal (vLLM on the CPU)."""
+    m = memory[(memory["source"] == "process") & (memory["metric"] == "rss_bytes")]
+    if m.empty:
+        return m
+    tick = m.assign(tick=m["time"].round(2)).groupby("tick")["value"].sum()
+    return tick.reset_index().rename(columns={"tick": "time"})
+
+
 def _memory_panel(ax: plt.Axes, panel: pd.DataFrame, results: Results,
-                  colours: dict[str, tuple[float, float, float]]) -> bool:
-    """Each run's device memory and idle level on one axis; waves of its first run shaded."""
+                  colours: dict[str, tuple[float, float, float]], host: bool = False) -> bool:
+    """Each run's device memory (or, with `host`, its servers' host RSS) and idle level on
+    one axis; waves of its first run shaded."""
     shaded, first = False, True
+    series = host_rss_series if host else device_series
     for _, r in panel.sort_values("allocator").iterrows():
-        s = device_series(_point_memory(results, r["point"]))
+        s = series(_point_memory(results, r["point"]))
         t0 = _t0(r, float(s["time"].min()))
         if first:
             shaded = _shade_waves(ax, results, r, t0)
@@ -124,10 +138,10 @@ def _memory_panel(ax: plt.Axes, panel: pd.DataFrame, results: Results,
         c = colours.get(r["allocator"], "0.3")
         ax.plot(s["time"] - t0, s["value"] / GIB, color=c, lw=1.4, alpha=0.85)
         idle = r.get("idle_device_gib")
-        if idle is not None and not pd.isna(idle):
+        if idle is not None and not pd.isna(idle) and not host:
             ax.axhline(float(idle), color=c, ls="--", lw=1, alpha=0.9)
     ax.set_xlabel("time since workload start (s)")
-    ax.set_ylabel("device memory used (GiB)")
+    ax.set_ylabel("servers' host memory, RSS (GiB)" if host else "device memory used (GiB)")
     return shaded
 
 
@@ -139,6 +153,11 @@ def memory_over_time(cat: pd.DataFrame, results: Results, out_dir: Path) -> Figu
     """
     key, title = "memory_over_time", "GPU memory over time"
     have = [p for p in cat["point"] if not device_series(_point_memory(results, p)).empty]
+    host = not have  # no GPU signal at all (vLLM on the CPU): show the servers' host memory
+    if host:
+        have = [p for p in cat["point"]
+                if not host_rss_series(_point_memory(results, p)).empty]
+        title = "Server memory over time (host RSS: no GPU device signal)"
     rows = cat[cat["point"].isin(have)]
     if rows.empty:
         return Figure(key, title, None, "No device memory samples.")
@@ -162,17 +181,18 @@ def memory_over_time(cat: pd.DataFrame, results: Results, out_dir: Path) -> Figu
         panel = rows[rows["setting"].fillna("") == setting]
         ax = grid[per * (i // ncols), i % ncols]
         ax.set_visible(True)
-        shaded |= _memory_panel(ax, panel, results, colours)
+        shaded |= _memory_panel(ax, panel, results, colours, host)
         ax.set_title(_title(setting) + _sim_suffix(panel), fontsize=9)
         elastic = panel[panel["allocator"] != "static"]
         if zoom and not elastic.empty and len(elastic) < len(panel):
             zax = grid[per * (i // ncols) + 1, i % ncols]
             zax.set_visible(True)
-            _memory_panel(zax, elastic, results, colours)
+            _memory_panel(zax, elastic, results, colours, host)
             zax.set_title("zoom: without static", fontsize=8)
     handles = [Line2D([], [], color=colours[a], lw=2, label=a)
                for a in colours if a in set(rows["allocator"])]
-    handles.append(Line2D([], [], color="0.3", ls="--", lw=1, label="idle level"))
+    if not host:
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1, label="idle level"))
     if shaded:
         handles.append(Patch(color="0.85", label="workload wave"))
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -259,6 +260,8 @@ def _check_model(m: ModelConfig, where: str) -> list[str]:
         errs.append(f"{where}.source=hub needs {where}.hub_id")
     if m.source == "local" and not m.path:
         errs.append(f"{where}.source=local needs {where}.path (a model folder)")
+    elif m.source == "local" and not (Path(m.path).expanduser() / "config.json").is_file():
+        errs.append(f"{where}.path {m.path!r} is not a model folder (no config.json there)")
     return errs
 
 

@@ -99,12 +99,13 @@ def test_model_shapes_match_the_hub_models() -> None:
         ("engine.sim.gpu=b300", "engine.sim.gpu"),
         ("model.max_model_len=100000", "exceeds the model's max_position_embeddings"),
         ("model.source=local", "needs model.path"),
+        ("model.source=local model.path=/no/such/model", "is not a model folder"),
         ("repeats=0", "repeats must be >= 1"),
     ],
 )
 def test_bad_values_are_refused_clearly(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match="invalid config") as err:
-        cfg_for(override)
+        cfg_for(*override.split())
     assert message in str(err.value)
 
 

@@ -21,6 +21,7 @@ from kvexp.config import register_configs
 SUBCOMMANDS = {"report": "kvexp.report.__main__", "top": "kvexp.top"}
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # absolute: console script too
 _UID = secrets.token_hex(3)
+_STATE: dict[str, Path] = {}  # the point being run, for the message after Ctrl-C
 
 OmegaConf.register_new_resolver("kvexp_uid", lambda: _UID, replace=True)
 register_configs()
@@ -31,7 +32,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     from kvexp.job import run_job
 
     hc = HydraConfig.get()
-    return run_job(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    _STATE["point_dir"] = Path(hc.runtime.output_dir)
+    return run_job(cfg, _STATE["point_dir"], list(hc.overrides.task))
 
 
 def _sigterm(signum: int, frame: Any) -> None:
@@ -51,7 +53,18 @@ def entry() -> None:
         runpy.run_module(SUBCOMMANDS[name], run_name="__main__")
         return
     signal.signal(signal.SIGTERM, _sigterm)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        point = _STATE.get("point_dir")
+        if point is None:
+            sys.exit(130)
+        from kvexp.callbacks import finish
+
+        print(f"\n[kvexp] interrupted during point {point.name}; what was measured is kept",
+              file=sys.stderr)
+        finish(point.parent, render=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

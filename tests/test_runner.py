@@ -139,8 +139,9 @@ def test_ctrl_c_stops_every_process_and_keeps_what_was_measured(tmp_path: Path) 
     assert "kvcached_tiny_" in top.stdout and "MiB" in top.stdout
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted during point 0" in out
     meta = json.loads(point.read_text())
     assert meta["status"] == "failed" and "interrupted" in meta["error"]
     req = pd.read_parquet(run / "0" / "requests.parquet")

@@ -3,7 +3,9 @@ process, and record a failure without stopping the sweep."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -46,6 +48,18 @@ def _fail(point_dir: Path, meta: dict[str, Any], error: str) -> dict[str, Any]:
     return meta
 
 
+def _kill_servers(point_dir: Path) -> None:
+    """Last resort after a point process had to be killed: its servers' process groups."""
+    try:
+        servers = json.loads((point_dir / "point.json").read_text()).get("servers", [])
+    except (OSError, ValueError):
+        return
+    for record in servers:
+        if record.get("pgid"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record["pgid"], signal.SIGKILL)
+
+
 def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """Run one point in a subprocess; returns its point.json. Re-raises Ctrl-C."""
     point_dir.mkdir(parents=True, exist_ok=True)
@@ -71,11 +85,13 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str]) -> dict[str,
         rc = proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=conf.engine.stop_timeout_s * (len(resolve_instances(conf)) + 1) + 30)
+        n = len(resolve_instances(conf))
+        try:  # each server: SIGTERM, stop_timeout_s, SIGKILL; then samplers and Parquet
+            proc.wait(timeout=(conf.engine.stop_timeout_s + 15) * n + 30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            _kill_servers(point_dir)
         raise
     meta = json.loads((point_dir / "point.json").read_text())
     if rc != 0 and meta.get("status") not in ("failed",):

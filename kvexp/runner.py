@@ -143,11 +143,13 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock)
         group.start()
         meta["launch_time"] = clock.now()
-        for spec in specs:
+        for spec, record in zip(specs, meta["servers"], strict=True):
             server = Server(spec, point_dir / "logs" / f"{spec.name}.log")
             servers.append(server)
             server.start()
             handles.append(server.handle())
+            record["pgid"] = server.proc.pid if server.proc else None  # for a last-resort kill
+            results.write_json(meta, point_dir / "point.json")
             if cfg.engine.sequential_start:
                 wait_ready([server], cfg.engine.ready_timeout_s)
         wait_ready(servers, cfg.engine.ready_timeout_s)

@@ -120,7 +120,7 @@ class Server:
         """SIGTERM to the process group (and strays), SIGKILL after `timeout_s`."""
         if self.proc is None:
             return
-        procs = self._tree()
+        procs = self.members()
         self._signal_group(signal.SIGTERM)
         for p in procs:
             with contextlib.suppress(psutil.Error):
@@ -137,12 +137,19 @@ class Server:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
-    def _tree(self) -> list[psutil.Process]:
-        try:
+    def members(self) -> list[psutil.Process]:
+        """Every live process of the server: its tree, and its process group, whose members
+        outlive the root (a server that died leaves its workers orphaned, still holding
+        memory)."""
+        found: dict[int, psutil.Process] = {}
+        with contextlib.suppress(psutil.Error):
             root = psutil.Process(self.proc.pid)  # type: ignore[union-attr]
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
+            found = {p.pid: p for p in (root, *root.children(recursive=True))}
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if p.pid not in found and os.getpgid(p.pid) == self._pgid:
+                    found[p.pid] = p
+        return [p for p in found.values() if p.status() != psutil.STATUS_ZOMBIE]
 
     def _signal_group(self, sig: int) -> None:
         if self._pgid is not None:

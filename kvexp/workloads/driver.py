@@ -1,6 +1,6 @@
 """Streaming load driver: sends a schedule to OpenAI-compatible servers and measures each request.
 
-Definitions (notes/measurement.md); every time comes from `Clock.now()`, taken as each SSE
+Definitions (README, "Definitions"); every time comes from `Clock.now()`, taken as each SSE
 line is parsed:
 
 - TTFT: sent -> first event carrying generated text, reasoning text or token ids.

@@ -1,0 +1,52 @@
+"""Server processes: every process a server started is stopped, even after the server died."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kvexp.engines.base import LaunchSpec
+from kvexp.servers import Server, ServerError, free_port
+
+# A "server" that starts a worker ignoring SIGTERM, then dies: the worker is orphaned.
+DIES_LEAVING_A_STUBBORN_WORKER = (
+    "import subprocess, sys, time\n"
+    "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)'])\n"
+    "time.sleep(0.5)\n"
+    "sys.exit(3)\n"
+)
+
+
+def spec(code: str, port: int) -> LaunchSpec:
+    return LaunchSpec(name="s", argv=[sys.executable, "-c", code], env={}, host="127.0.0.1",
+                      port=port, served_model="m")
+
+
+def test_a_dead_servers_orphaned_workers_are_killed(tmp_path: Path) -> None:
+    server = Server(spec(DIES_LEAVING_A_STUBBORN_WORKER, free_port()), tmp_path / "s.log")
+    server.start()
+    deadline = time.monotonic() + 10
+    while server.exit_code() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.exit_code() == 3
+    orphans = server.members()
+    assert len(orphans) == 1  # the worker, outside the dead root's tree
+    server.stop(timeout_s=1)
+    assert not psutil.pid_exists(orphans[0].pid) or (
+        psutil.Process(orphans[0].pid).status() == psutil.STATUS_ZOMBIE)
+    assert server.members() == []
+
+
+def test_a_port_in_use_is_refused_with_its_holder(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        server = Server(spec("pass", s.getsockname()[1]), tmp_path / "s.log")
+        with pytest.raises(ServerError, match="already in use"):
+            server.start()

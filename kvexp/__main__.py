@@ -33,7 +33,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
     hc = HydraConfig.get()
     _STATE["point_dir"] = Path(hc.runtime.output_dir)
-    return run_job(cfg, _STATE["point_dir"], list(hc.overrides.task))
+    groups = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
+    return run_job(cfg, _STATE["point_dir"], list(hc.overrides.task), groups)
 
 
 def _sigterm(signum: int, frame: Any) -> None:

@@ -20,7 +20,8 @@ from kvexp.config import Config, ConfigError, resolve_instances, to_config
 from kvexp.engine_choice import choose_engine
 
 
-def choices(cfg: Config, meta: dict[str, Any]) -> dict[str, Any]:
+def choices(cfg: Config, meta: dict[str, Any], groups: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
     """The point's config choices: the columns that label it in summaries and reports."""
     insts = resolve_instances(cfg)
     return {
@@ -32,7 +33,8 @@ def choices(cfg: Config, meta: dict[str, Any]) -> dict[str, Any]:
         "models": "+".join(i.model.name for i in insts),
         "instances": "+".join(i.name for i in insts),
         "n_instances": len(insts),
-        "workload": cfg.workload.kind,
+        # the option chosen (e.g. random_tokens), else the schedule kind
+        "workload": (groups or {}).get("workload") or cfg.workload.kind,
         "burst_size": cfg.workload.burst_size,
         "repeat": cfg.repeat,
         "overrides": " ".join(meta["overrides"]),
@@ -60,7 +62,8 @@ def _kill_servers(point_dir: Path) -> None:
                 os.killpg(record["pgid"], signal.SIGKILL)
 
 
-def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str]) -> dict[str, Any]:
+def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
+            groups: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one point in a subprocess; returns its point.json. Re-raises Ctrl-C."""
     point_dir.mkdir(parents=True, exist_ok=True)
     label = " ".join(o for o in overrides if not o.startswith("repeat=")) or "defaults"
@@ -75,7 +78,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str]) -> dict[str,
     conf.engine.kind = kind
     print(f"[kvexp] point {point_dir.name} ({label}): engine={kind}: {reason}", flush=True)
     meta.update(engine=kind, engine_reason=reason)
-    meta["choices"] = choices(conf, meta)
+    meta["choices"] = choices(conf, meta, groups)
     OmegaConf.save(OmegaConf.create(asdict(conf)), point_dir / "config.yaml")
     results.write_json(meta, point_dir / "point.json")
 

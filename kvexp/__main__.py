@@ -44,15 +44,10 @@ def _sigterm(signum: int, frame: Any) -> None:
 def entry() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         import importlib
-        import runpy
 
         name = sys.argv.pop(1)
         sys.argv[0] = f"kvexp {name}"
-        mod = importlib.import_module(SUBCOMMANDS[name])
-        if hasattr(mod, "main"):
-            sys.exit(mod.main())
-        runpy.run_module(SUBCOMMANDS[name], run_name="__main__")
-        return
+        sys.exit(importlib.import_module(SUBCOMMANDS[name]).main())
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         main()

@@ -59,9 +59,6 @@ MEMORY_SCHEMA = pa.schema(
     ]
 )
 
-POINT_FILES = ("requests.parquet", "memory.parquet", "summary.parquet", "point.json")
-
-
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     pq.write_table(table, tmp)
@@ -105,10 +102,6 @@ class Results:
     memory: pd.DataFrame
     summary: pd.DataFrame
     points: pd.DataFrame  # point.json of each point, flattened
-
-    @property
-    def failed(self) -> pd.DataFrame:
-        return self.summary[self.summary["status"] != "ok"]
 
 
 def point_dirs(root: Path) -> list[Path]:

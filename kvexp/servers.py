@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -157,11 +156,7 @@ class Server:
                 os.killpg(self._pgid, sig)
 
 
-def wait_ready(
-    servers: list[Server],
-    timeout_s: float,
-    on_ready: Callable[[Server], None] | None = None,
-) -> None:
+def wait_ready(servers: list[Server], timeout_s: float) -> None:
     """Poll every server's health until all answer 200; fail fast if one exits."""
     deadline = time.monotonic() + timeout_s
     pending = list(servers)
@@ -172,8 +167,6 @@ def wait_ready(
                     raise s.died_error()
                 if s.probe(client):
                     pending.remove(s)
-                    if on_ready:
-                        on_ready(s)
             if not pending:
                 return
             if time.monotonic() > deadline:

@@ -195,6 +195,7 @@ class EngineConfig:
 class InstanceConfig:
     model: ModelConfig = MISSING
     allocator: dict[str, Any] = field(default_factory=dict)  # overrides of the global allocator
+    workload: dict[str, Any] = field(default_factory=dict)  # overrides of the global workload
     port: int | None = None
 
 
@@ -233,6 +234,7 @@ class ResolvedInstance:
     model: ModelConfig
     allocator: AllocatorConfig
     port: int | None = None
+    workload: WorkloadConfig | None = None  # its own workload, if it overrides the global one
 
 
 ENGINE_KINDS = ("auto", "vllm", "sim")
@@ -293,12 +295,17 @@ def resolve_instances(cfg: Config) -> list[ResolvedInstance]:
         return [ResolvedInstance(cfg.model.name, cfg.model, cfg.allocator, base_port)]
     out = []
     for i, (name, inst) in enumerate(cfg.instances.items()):
-        unknown = set(inst.allocator) - set(AllocatorConfig.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"instances.{name}.allocator: unknown keys {sorted(unknown)}")
+        for group, schema in (("allocator", AllocatorConfig), ("workload", WorkloadConfig)):
+            unknown = set(getattr(inst, group)) - set(schema.__dataclass_fields__)
+            if unknown:
+                raise ConfigError(f"instances.{name}.{group}: unknown keys {sorted(unknown)}")
+        if "kind" in inst.workload:
+            raise ConfigError(f"instances.{name}.workload.kind: the schedule kind is the "
+                              "experiment's (workload=...); instances may change its figures")
         alloc = replace(cfg.allocator, **dict(inst.allocator))
+        work = replace(cfg.workload, **dict(inst.workload)) if inst.workload else None
         port = inst.port if inst.port is not None else (base_port + i if base_port else None)
-        out.append(ResolvedInstance(name, inst.model, alloc, port))
+        out.append(ResolvedInstance(name, inst.model, alloc, port, work))
     return out
 
 
@@ -349,6 +356,8 @@ def check(cfg: Config) -> list[str]:
         errs += _check_model(inst.model, f"{where}.model" if cfg.instances else "model")
         if cfg.instances:
             errs += _check_allocator(inst.allocator, f"{where}.allocator")
+        if inst.workload is not None:
+            errs += [f"{where}.workload: {e}" for e in check_workload(inst.workload)]
         if e.kind == "vllm" and e.vllm.device == "cpu" and inst.allocator.kind == "kvcached":
             errs.append("kvcached has no CPU mode: use allocator=static with engine=vllm_cpu")
     ports = [i.port for i in insts if i.port is not None]

@@ -159,7 +159,8 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         w = cfg.workload
         _sleep(w.lead_in_s, servers)
         vocab = {i.name: i.model.vocab_size for i in insts}
-        schedule = build_schedule(w, [i.name for i in insts], vocab)
+        own = {i.name: i.workload for i in insts if i.workload is not None}
+        schedule = build_schedule(w, [i.name for i in insts], vocab, own)
         meta["workload_start"] = clock.now()
         results.write_json(meta, point_dir / "point.json")  # progress, for whoever watches
         run_workload(

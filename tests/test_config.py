@@ -164,3 +164,16 @@ def test_cfg_job_prints_the_composed_config_from_any_folder(tmp_path: Path) -> N
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert "qwen2.5-1.5b-instruct" in r.stdout and "kind: alternating" in r.stdout
+
+
+def test_an_instance_can_have_workload_figures_of_its_own() -> None:
+    cfg = cfg_for("experiment=two_models", "+instances.large.workload.burst_size=8")
+    insts = {i.name: i for i in resolve_instances(cfg)}
+    assert insts["large"].workload.burst_size == 8
+    assert insts["small"].workload is None  # the experiment's workload
+    with pytest.raises(ConfigError, match="burst_size must be >= 1"):
+        cfg_for("experiment=two_models", "+instances.large.workload.burst_size=0")
+    with pytest.raises(ConfigError, match="the schedule kind is the experiment's"):
+        cfg_for("experiment=two_models", "+instances.large.workload.kind=poisson")
+    with pytest.raises(ConfigError, match="unknown keys"):
+        cfg_for("experiment=two_models", "+instances.large.workload.speed=3")

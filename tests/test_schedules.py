@@ -168,3 +168,19 @@ def test_check_workload_messages() -> None:
         build_schedule(wl("poisson", rate=-1.0), AB)
     with pytest.raises(ValueError, match="no instances"):
         build_schedule(wl("bursty"), [])
+
+
+def test_instances_can_have_workload_figures_of_their_own() -> None:
+    w = wl("alternating", waves=4, burst_size=4)
+    specs = build_schedule(w, ["a", "b"], per_instance={"b": replace(w, burst_size=1,
+                                                                      max_tokens=7)})
+    sizes = [sum(1 for s in specs if s.wave == k) for k in range(4)]
+    assert sizes == [4, 1, 4, 1]
+    assert {s.max_tokens for s in specs if s.instance == "b"} == {7}
+    p = wl("poisson", rate=2.0, duration_s=200.0)
+    specs = build_schedule(p, ["a", "b"], per_instance={"b": replace(p, rate=8.0)})
+    n_a = sum(s.instance == "a" for s in specs)
+    n_b = sum(s.instance == "b" for s in specs)
+    assert 3 < n_b / n_a < 5  # four times the rate
+    with pytest.raises(ValueError, match="differs"):
+        build_schedule(p, ["a", "b"], per_instance={"b": replace(p, kind="gamma")})

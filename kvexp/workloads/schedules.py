@@ -98,13 +98,27 @@ def chains_waves(w: Any) -> bool:
 
 
 def build_schedule(
-    w: Any, instances: Sequence[str], vocab_sizes: dict[str, int] | None = None
+    w: Any,
+    instances: Sequence[str],
+    vocab_sizes: dict[str, int] | None = None,
+    per_instance: dict[str, Any] | None = None,
 ) -> list[RequestSpec]:
-    """The workload's requests, sorted by at_s, with request_id 0..n-1."""
+    """The workload's requests, sorted by at_s, with request_id 0..n-1.
+
+    `per_instance` gives some instances a workload of their own (same kind as `w`): its
+    rate, duration, burst size, prompts and request shape apply to that instance's
+    requests; rounds and waves (their number and spacing) stay `w`'s.
+    """
+    own = [(per_instance or {}).get(name, w) for name in instances]
     errors = check_workload(w)
+    for name, wi in zip(instances, own, strict=True):
+        if wi is not w:
+            errors += [f"{name}: {e}" for e in check_workload(wi)]
+            if wi.kind != w.kind:
+                errors.append(f"{name}: workload kind {wi.kind!r} differs from {w.kind!r}")
     if not instances:
         errors.append("no instances to send requests to")
-    if w.random_input_len is not None:
+    if any(wi.random_input_len is not None for wi in own):
         missing = [i for i in instances if not vocab_sizes or i not in vocab_sizes]
         if missing:
             errors.append(f"random_input_len needs vocab_sizes for instances {missing}")
@@ -116,36 +130,35 @@ def build_schedule(
     n = len(instances)
     if w.kind == "bursty":
         for k in range(w.waves):
-            raw += [(k * w.idle_s, k, j, i) for i in range(n) for j in range(w.burst_size)]
+            raw += [(k * w.idle_s, k, j, i) for i in range(n) for j in range(own[i].burst_size)]
     elif w.kind == "alternating":
         for k in range(w.waves):
-            raw += [(k * w.idle_s, k, j, k % n) for j in range(w.burst_size)]
+            raw += [(k * w.idle_s, k, j, k % n) for j in range(own[k % n].burst_size)]
     else:
         for i in range(n):
-            rng = np.random.default_rng([w.seed, 0, i])
-            arrivals = _onoff(rng, w, i) if w.kind == "onoff" else _stream(rng, w)
+            rng = np.random.default_rng([own[i].seed, 0, i])
+            arrivals = _onoff(rng, own[i], i) if w.kind == "onoff" else _stream(rng, own[i])
             raw += [(t, wave, j, i) for j, (t, wave) in enumerate(arrivals)]
     raw.sort()
 
-    prompts = list(w.prompts)
     token_rng = np.random.default_rng([w.seed, 1])
     specs = []
     for rid, (at_s, wave, _, i) in enumerate(raw):
-        name = instances[i]
+        name, wi = instances[i], own[i]
         ids = None
-        if w.random_input_len is not None:
+        if wi.random_input_len is not None:
             assert vocab_sizes is not None
-            ids = random_token_ids(token_rng, w.random_input_len, vocab_sizes[name])
+            ids = random_token_ids(token_rng, wi.random_input_len, vocab_sizes[name])
         specs.append(
             RequestSpec(
                 request_id=rid,
                 instance=name,
                 at_s=float(at_s),
-                max_tokens=w.max_tokens,
-                temperature=w.temperature,
-                ignore_eos=w.ignore_eos,
-                api=w.api,
-                prompt=None if ids is not None else cycled(prompts, rid),
+                max_tokens=wi.max_tokens,
+                temperature=wi.temperature,
+                ignore_eos=wi.ignore_eos,
+                api=wi.api,
+                prompt=None if ids is not None else cycled(list(wi.prompts), rid),
                 prompt_token_ids=ids,
                 wave=wave,
             )

@@ -75,4 +75,9 @@ def test_instance_kv_limits_from_config_reach_the_segment(sweep: Path) -> None:
 def test_the_report_shows_memory_per_model(sweep: Path) -> None:
     report = sweep / "report"
     assert (report / "memory_per_model.png").stat().st_size > 10_000
-    assert "Memory per model" in (report / "summary.md").read_text()
+    summary = (report / "summary.md").read_text()
+    assert "Memory per model" in summary
+    per_model = summary.split("## Per model")[1].split("##")[0]
+    for point in ("0", "1"):
+        for inst in ("small", "large"):
+            assert f"| {point} | " in per_model and f"| {inst} |" in per_model

@@ -20,6 +20,7 @@ from kvexp.report.tables import (
     comparison_table,
     elasticity_display,
     failed_table,
+    per_model_table,
     point_table,
     print_summary,
     to_markdown,
@@ -144,6 +145,12 @@ def render_report(root: Path) -> Path:
                     "See Definitions. '-' for grow: memory did not grow; for release: it "
                     "was not released before the next wave or the end."),
         ]
+        models = per_model_table(cat, results) if results is not None else pd.DataFrame()
+        if not models.empty:
+            sections.append(Section(
+                "Per model (points with several instances)", models,
+                "GPU memory of each instance's process tree from ready to the end (GiB); "
+                "KV held: its kvcached segment's maximum; latency of its own requests."))
     page = Page(
         title=f"kvexp report: {root.resolve().name}",
         facts=_facts(root, cat),

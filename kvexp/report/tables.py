@@ -24,6 +24,7 @@ from kvexp.summary import latency_figures, memory_figures
 
 ALLOCATOR_KEYS = ("allocator", "allocator.kind")
 REPEAT_KEYS = ("repeat",)
+GIB = 2**30
 META_COLS = ("label", "status", "error", "engine", "engine_reason", "ready_time",
              "workload_start", "workload_end", "end_time", "clock_start")
 
@@ -329,6 +330,38 @@ def tutorial_lines(cat: pd.DataFrame) -> list[str]:
             f"median latency {_f(e2e, 3)} s, VRAM flex {_f(flex)} GiB{runs}"
         )
     return lines
+
+
+def per_model_table(cat: pd.DataFrame, results: Results) -> pd.DataFrame:
+    """Points with several instances: what each model held and how its requests fared.
+
+    GPU memory is the instance's process tree (NVML, or the simulated device) from the
+    moment all servers were ready to the end; KV held is its kvcached segment's maximum.
+    """
+    rows = []
+    multi = cat[pd.to_numeric(cat.get("n_instances"), errors="coerce").fillna(1) > 1]
+    mem, req = results.memory, results.requests
+    for _, r in multi.iterrows():
+        ready = _num(r.get("ready_time"))
+        m = mem[(mem["point"] == r["point"])] if not mem.empty else mem
+        if not math.isnan(ready):
+            m = m[m["time"] >= ready]
+        q = req[req["point"] == r["point"]] if not req.empty else req
+        for inst in sorted(set(q.get("instance", [])) | set(m["instance"]) - {""}):
+            gpu = m[(m["instance"] == inst) & (m["metric"] == "process_gpu_bytes")]["value"]
+            kv = m[(m["instance"] == inst) & (m["metric"] == "kv_held_bytes")]["value"]
+            qi = q[q["instance"] == inst]
+            ok = qi[qi["ok"]] if not qi.empty else qi
+            rows.append({
+                "point": str(r["point"]), "label": str(r.get("label", "")), "instance": inst,
+                "GPU held median GiB": _f(gpu.median() / GIB if len(gpu) else math.nan),
+                "GPU held max GiB": _f(gpu.max() / GIB if len(gpu) else math.nan),
+                "KV held max GiB": _f(kv.max() / GIB if len(kv) else math.nan),
+                "E2E p50 s": _f(ok["e2e_s"].median() if len(ok) else math.nan, 3),
+                "TTFT p50 ms": _f(ok["ttft_s"].median() * 1e3 if len(ok) else math.nan, 1),
+                "failed req": f"{len(qi) - len(ok)}/{len(qi)}",
+            })
+    return pd.DataFrame(rows)
 
 
 def _f(v: float, digits: int = 2) -> str:

@@ -27,14 +27,24 @@ def device_series(memory: pd.DataFrame) -> pd.DataFrame:
     return m.sort_values("time")
 
 
+def per_tick(memory: pd.DataFrame, source: str, metric: str, how: str = "sum") -> pd.Series:
+    """One source's metric combined over instances (`how`: sum, mean, ...) per sampler
+    tick, indexed by time. A sampler reads every instance in one tick; times are rounded
+    to 10 ms so that the instances of a tick fall together."""
+    m = memory[(memory["source"] == source) & (memory["metric"] == metric)]
+    if m.empty:
+        return pd.Series(dtype=float)
+    return m.assign(tick=m["time"].round(2)).groupby("tick")["value"].agg(how)
+
+
+def as_series_frame(s: pd.Series) -> pd.DataFrame:
+    """A per-tick Series as the (time, value) frame the window functions take."""
+    return pd.DataFrame({"time": s.index.to_numpy(dtype=float), "value": s.to_numpy()})
+
+
 def kv_held_series(memory: pd.DataFrame) -> pd.DataFrame:
     """kvcached's held bytes (used + prealloc) summed over instances, per sample time."""
-    m = memory[(memory["source"] == "kvcached") & (memory["metric"] == "kv_held_bytes")]
-    if m.empty:
-        return m
-    # Instances are sampled in one tick: round to the tick to sum across them.
-    tick = m.assign(tick=m["time"].round(2)).groupby("tick")["value"].sum()
-    return tick.reset_index().rename(columns={"tick": "time"})
+    return as_series_frame(per_tick(memory, "kvcached", "kv_held_bytes"))
 
 
 def _window(df: pd.DataFrame, start: float | None, end: float | None) -> pd.Series:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kvexp.summary import GIB, device_series, kv_held_series
+from kvexp.summary import GIB, device_series, kv_held_series, per_tick
 
 PAGE_BYTES = 2 * 2**20
 REL_THRESHOLD = 0.01
@@ -170,25 +170,18 @@ def integral_gib_s(times: Any, values: Any, t0: float | None = None,
     return float(np.sum((vv[1:] + vv[:-1]) / 2.0 * np.diff(tt)) / GIB)
 
 
-def _per_tick(memory: pd.DataFrame, source: str, metric: str, how: str) -> pd.Series:
-    m = memory[(memory["source"] == source) & (memory["metric"] == metric)]
-    if m.empty:
-        return pd.Series(dtype=float)
-    return m.assign(tick=m["time"].round(2)).groupby("tick")["value"].agg(how)
-
-
 def kv_efficiency(memory: pd.DataFrame, t0: float, t1: float) -> tuple[float, str]:
     """Mean used/held KV fraction over [t0, t1], and which figure it came from."""
     if memory.empty or math.isnan(t0) or math.isnan(t1):
         return math.nan, ""
-    used = _per_tick(memory, "kvcached", "kv_used_bytes", "sum")
-    held = _per_tick(memory, "kvcached", "kv_held_bytes", "sum")
+    used = per_tick(memory, "kvcached", "kv_used_bytes", "sum")
+    held = per_tick(memory, "kvcached", "kv_held_bytes", "sum")
     if not held.empty:
         both = pd.concat([used.rename("used"), held.rename("held")], axis=1).dropna()
         both = both[(both.index >= t0) & (both.index <= t1) & (both["held"] > 0)]
         if not both.empty:
             return float((both["used"] / both["held"]).mean()), "kv_used/kv_held"
-    usage = _per_tick(memory, "engine", "kv_cache_usage", "mean")
+    usage = per_tick(memory, "engine", "kv_cache_usage", "mean")
     usage = usage[(usage.index >= t0) & (usage.index <= t1)]
     if not usage.empty:
         return float(usage.mean()), "engine kv_cache_usage"

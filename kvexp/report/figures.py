@@ -30,7 +30,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from kvexp.report.elasticity import waves_of  # noqa: E402
 from kvexp.report.tables import ALLOCATOR_KEYS, REPEAT_KEYS  # noqa: E402
 from kvexp.results import Results  # noqa: E402
-from kvexp.summary import DEVICE_SOURCES, GIB, device_series  # noqa: E402
+from kvexp.summary import DEVICE_SOURCES, GIB, as_series_frame, device_series, per_tick  # noqa: E402
 
 MAX_PANELS = 24
 MAX_POINT_PANELS = 12
@@ -116,11 +116,7 @@ def _shade_waves(ax: plt.Axes, results: Results, row: pd.Series, t0: float) -> b
 def host_rss_series(memory: pd.DataFrame) -> pd.DataFrame:
     """Host memory (RSS) of every server's process tree, summed per tick: the memory
     signal of runs without a GPU device signal (vLLM on the CPU)."""
-    m = memory[(memory["source"] == "process") & (memory["metric"] == "rss_bytes")]
-    if m.empty:
-        return m
-    tick = m.assign(tick=m["time"].round(2)).groupby("tick")["value"].sum()
-    return tick.reset_index().rename(columns={"tick": "time"})
+    return as_series_frame(per_tick(memory, "process", "rss_bytes"))
 
 
 def _memory_panel(ax: plt.Axes, panel: pd.DataFrame, results: Results,
@@ -322,11 +318,6 @@ def memory_vs_param(cat: pd.DataFrame, results: Results, out_dir: Path) -> Figur
                           "Idle and peak memory", out_dir)
 
 
-def _sum_per_tick(m: pd.DataFrame, metric: str) -> pd.Series:
-    sel = m[(m["source"] == "kvcached") & (m["metric"] == metric)]
-    return sel.assign(tick=sel["time"].round(2)).groupby("tick")["value"].sum()
-
-
 def kv_held_vs_used(cat: pd.DataFrame, results: Results, out_dir: Path) -> Figure:
     """(5) kvcached's held and used KV memory (GiB, summed over instances) over time."""
     key, title = "kv_held_vs_used", "KV memory held vs used (kvcached)"
@@ -340,7 +331,8 @@ def kv_held_vs_used(cat: pd.DataFrame, results: Results, out_dir: Path) -> Figur
     fig, axes = _grid(len(shown))
     for ax, (_, r) in zip(axes, shown.iterrows(), strict=True):
         m = _point_memory(results, r["point"])
-        held, used = _sum_per_tick(m, "kv_held_bytes"), _sum_per_tick(m, "kv_used_bytes")
+        held = per_tick(m, "kvcached", "kv_held_bytes")
+        used = per_tick(m, "kvcached", "kv_used_bytes")
         t0 = _t0(r, float(held.index.min()))
         _shade_waves(ax, results, r, t0)
         ax.plot(held.index - t0, held / GIB, label="held (used + prealloc)", lw=1.4)

@@ -20,17 +20,17 @@ def finish(sweep_dir: Path, render: bool) -> int:
     except FileNotFoundError as exc:
         print(f"[kvexp] {exc}", file=sys.stderr)
         return 1
-    try:
-        from kvexp.report.render import print_summary
+    from kvexp.report.render import print_summary, render_report, report_catalog
 
-        print_summary(res)
+    cat = None
+    try:
+        cat = report_catalog(res)  # computed once, for the terminal and the report
+        print_summary(cat)
     except Exception:  # noqa: BLE001 - a broken summary must not hide the results
         traceback.print_exc()
     if render:
         try:
-            from kvexp.report.render import render_report
-
-            out = render_report(sweep_dir)
+            out = render_report(sweep_dir, res, cat)
             print(f"[kvexp] report: {out}")
         except Exception:  # noqa: BLE001
             print("[kvexp] the report could not be rendered:", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kvexp.report.render import render_report
+from kvexp.report.render import render_report, report_catalog
 from kvexp.report.tables import print_summary
 from kvexp.results import load
 
@@ -18,12 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         parser.error(f"not a folder: {args.root}")
-    out = render_report(args.root)
-    if not args.quiet:
-        try:
-            print_summary(load(args.root))
-        except FileNotFoundError:
-            pass
+    try:
+        results = load(args.root)
+    except FileNotFoundError:
+        results = None
+    cat = report_catalog(results) if results is not None else None
+    out = render_report(args.root, results, cat)
+    if not args.quiet and cat is not None:
+        print_summary(cat)
     print(f"report: {out / 'report.html'}")
     return 0
 

@@ -26,7 +26,7 @@ from kvexp.report.tables import (
     to_markdown,
     tutorial_lines,
 )
-from kvexp.results import load
+from kvexp.results import Results, load
 
 __all__ = ["DEFINITIONS", "print_summary", "render_report"]
 
@@ -120,16 +120,25 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def render_report(root: Path) -> Path:
-    """Render `<root>/report/` from the Parquet results under `root`; returns that folder."""
+def report_catalog(results: Results) -> pd.DataFrame:
+    """The per-point table every part of the report reads (figures, savings, elasticity)."""
+    return add_savings(catalog(results))
+
+
+def render_report(root: Path, results: Results | None = None,
+                  cat: pd.DataFrame | None = None) -> Path:
+    """Render `<root>/report/` from the Parquet results under `root`; returns that folder.
+    `results` and `cat` (its report_catalog) skip loading and computing them again."""
     root = Path(root)
     out = root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        results = load(root)
-    except FileNotFoundError:
-        results = None
-    cat = add_savings(catalog(results)) if results is not None else pd.DataFrame()
+    if results is None:
+        try:
+            results = load(root)
+        except FileNotFoundError:
+            results = None
+    if cat is None:
+        cat = report_catalog(results) if results is not None else pd.DataFrame()
     figures = render_figures(cat, results, out) if results is not None and not cat.empty else []
     sections: list[Section] = []
     if not cat.empty:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
     point_dir.mkdir(parents=True, exist_ok=True)
     label = " ".join(o for o in overrides if not o.startswith("repeat=")) or "defaults"
     meta: dict[str, Any] = {"status": "pending", "error": "", "point": point_dir.name,
-                            "label": label, "overrides": overrides}
+                            "label": label, "overrides": overrides, "job_start": time.time()}
     try:
         conf = to_config(cfg)
     except ConfigError as exc:
@@ -97,6 +98,8 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
             _kill_servers(point_dir)
         raise
     meta = json.loads((point_dir / "point.json").read_text())
+    meta["job_end"] = time.time()  # with job_start: the point's whole wall time, sweep side
+    results.write_json(meta, point_dir / "point.json")
     if rc != 0 and meta.get("status") not in ("failed",):
         return _fail(point_dir, meta, f"point process exited with code {rc}")
     return meta

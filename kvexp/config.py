@@ -6,8 +6,10 @@ rules, and `PointConfig` is what the runner receives: a plain, resolved config.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,10 @@ class SimEngineConfig:
     step_overhead_ms: float = 12.0  # fixed cost of one engine step (H200 eager vLLM-like)
     time_scale: float = 1.0  # < 1 runs the simulated clock faster (tests)
     startup_s: float = 0.5  # simulated load time before the server reports ready
+    # Fault injection, to test kvexp itself: none | exit | kill | hang | garbage
+    # (kvexp/engines/sim/faults.py), starting fault_after_s after the first request.
+    fault: str = "none"
+    fault_after_s: float = 1.0
 
 
 @dataclass
@@ -187,6 +193,11 @@ class EngineConfig:
     ready_timeout_s: float = 600.0
     stop_timeout_s: float = 20.0
     sequential_start: bool = True  # start instances one at a time (vLLM profiles free memory)
+    # Points run in parallel on one host (kvexp/gpu_slots.py): each holds its own GPUs.
+    gpus_per_point: int = 1  # GPUs one point's servers get (CUDA_VISIBLE_DEVICES)
+    gpu_ids: list[int] | None = None  # the host GPUs kvexp may use; None = every visible one
+    gpu_lock_dir: str = "/tmp/kvexp-gpu-locks"  # per-GPU lock files, shared by all runs
+    gpu_wait_timeout_s: float = 3600.0  # a point waiting longer for free GPUs fails
     vllm: VllmEngineConfig = field(default_factory=VllmEngineConfig)
     sim: SimEngineConfig = field(default_factory=SimEngineConfig)
 
@@ -214,6 +225,9 @@ class Config:
     seed: int = 0
     report: bool = True
     models_dir: str = "~/.cache/kvexp/models"
+    # In a sequential multirun, consecutive points whose servers would be started the same
+    # way share them (see kvexp/server_pool.py); false = a fresh server for every point.
+    reuse_servers: bool = True
 
 
 def register_configs() -> None:
@@ -333,10 +347,23 @@ def check(cfg: Config) -> list[str]:
         errs.append(f"engine.port must be in 1024..65535, got {e.port}")
     if e.ready_timeout_s <= 0:
         errs.append(f"engine.ready_timeout_s must be > 0, got {e.ready_timeout_s}")
+    from kvexp.gpu_slots import check_gpu_settings
+
+    errs += check_gpu_settings(e.gpus_per_point, e.gpu_ids)
+    if e.gpu_wait_timeout_s <= 0:
+        errs.append(f"engine.gpu_wait_timeout_s must be > 0, got {e.gpu_wait_timeout_s}")
+    if not e.gpu_lock_dir:
+        errs.append("engine.gpu_lock_dir must name a folder")
     if e.vllm.device not in ("cuda", "cpu"):
         errs.append(f"engine.vllm.device must be cuda or cpu, got {e.vllm.device!r}")
     if e.sim.time_scale <= 0:
         errs.append(f"engine.sim.time_scale must be > 0, got {e.sim.time_scale}")
+    from kvexp.engines.sim.faults import FAULTS
+
+    if e.sim.fault not in FAULTS:
+        errs.append(f"engine.sim.fault must be one of {', '.join(FAULTS)}, got {e.sim.fault!r}")
+    if e.sim.fault_after_s < 0:
+        errs.append(f"engine.sim.fault_after_s must be >= 0, got {e.sim.fault_after_s}")
     if e.sim.max_batch < 1:
         errs.append(f"engine.sim.max_batch must be >= 1, got {e.sim.max_batch}")
     try:
@@ -358,6 +385,13 @@ def check(cfg: Config) -> list[str]:
             errs += _check_allocator(inst.allocator, f"{where}.allocator")
         if inst.workload is not None:
             errs += [f"{where}.workload: {e}" for e in check_workload(inst.workload)]
+        w = inst.workload or cfg.workload
+        if w.random_input_len is not None and w.random_input_len + w.max_tokens > \
+                inst.model.max_model_len:
+            errs.append(f"{where}.model.max_model_len ({inst.model.max_model_len}) is below "
+                        f"the prompt plus output: workload.random_input_len "
+                        f"({w.random_input_len}) + workload.max_tokens ({w.max_tokens}); "
+                        "raise max_model_len or shorten the requests")
         if e.kind == "vllm" and e.vllm.device == "cpu" and inst.allocator.kind == "kvcached":
             errs.append("kvcached has no CPU mode: use allocator=static with engine=vllm_cpu")
     ports = [i.port for i in insts if i.port is not None]
@@ -370,6 +404,12 @@ def check(cfg: Config) -> list[str]:
         errs.append(f"static split cannot fit on one device: gpu_memory_utilization "
                     f"{split} sums to {share:.2f} > 1.0")
     return errs
+
+
+def config_hash(cfg: Config) -> str:
+    """A short digest of a point's whole config: a resumed sweep reruns nothing that matches."""
+    text = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def to_config(cfg: DictConfig | dict) -> Config:

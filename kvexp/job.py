@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +18,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kvexp import results
-from kvexp.config import Config, ConfigError, resolve_instances, to_config
+from kvexp.config import Config, ConfigError, config_hash, resolve_instances, to_config
 from kvexp.engine_choice import choose_engine
+from kvexp.server_pool import POOL, server_key, start_error
+from kvexp.servers import die_with_parent
 
 
 def choices(cfg: Config, meta: dict[str, Any], groups: dict[str, Any] | None = None
@@ -63,9 +66,34 @@ def _kill_servers(point_dir: Path) -> None:
                 os.killpg(record["pgid"], signal.SIGKILL)
 
 
+def _earlier_run(point_dir: Path, overrides: list[str], digest: str) -> dict[str, Any] | None:
+    """point.json of this very point if an earlier run of the sweep finished it, else None.
+
+    An unfinished earlier attempt (failed, interrupted) is moved to `previous/<n>/`: kept,
+    but out of the way of the new one."""
+    try:
+        meta = json.loads((point_dir / "point.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("status") == "ok" and meta.get("overrides") == overrides \
+            and meta.get("config_hash") == digest:
+        return meta
+    n = 0
+    while (point_dir / "previous" / str(n)).exists():
+        n += 1
+    dest = point_dir / "previous" / str(n)
+    dest.mkdir(parents=True)
+    for f in list(point_dir.iterdir()):
+        if f.name not in ("previous", ".hydra"):
+            shutil.move(str(f), dest / f.name)
+    return None
+
+
 def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
-            groups: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one point in a subprocess; returns its point.json. Re-raises Ctrl-C."""
+            groups: dict[str, Any] | None = None, shared: bool = False) -> dict[str, Any]:
+    """Run one point in a subprocess; returns its point.json. Re-raises Ctrl-C.
+
+    `shared`: the sweep may share servers between points (kvexp/server_pool.py)."""
     point_dir.mkdir(parents=True, exist_ok=True)
     label = " ".join(o for o in overrides if not o.startswith("repeat=")) or "defaults"
     meta: dict[str, Any] = {"status": "pending", "error": "", "point": point_dir.name,
@@ -75,19 +103,37 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
     except ConfigError as exc:
         print(f"[kvexp] point {point_dir.name} ({label}): {exc}", file=sys.stderr)
         return _fail(point_dir, meta, str(exc))
+    digest = config_hash(conf)
+    done = _earlier_run(point_dir, overrides, digest)
+    if done is not None:
+        print(f"[kvexp] point {point_dir.name} ({label}): finished in an earlier run, kept",
+              flush=True)
+        return done
     kind, reason = choose_engine(conf)
+    key = server_key(conf) if shared else None
     conf.engine.kind = kind
     print(f"[kvexp] point {point_dir.name} ({label}): engine={kind}: {reason}", flush=True)
-    meta.update(engine=kind, engine_reason=reason)
+    meta.update(engine=kind, engine_reason=reason, config_hash=digest)
     meta["choices"] = choices(conf, meta, groups)
     OmegaConf.save(OmegaConf.create(asdict(conf)), point_dir / "config.yaml")
     results.write_json(meta, point_dir / "point.json")
+    if key is None:
+        POOL.close()  # servers of earlier points are not this point's
+    else:
+        try:
+            attach = POOL.attach(conf, key, point_dir.parent)
+        except Exception as exc:  # noqa: BLE001 - the point fails, the sweep goes on
+            return _fail(point_dir, meta, start_error(exc))
+        results.write_json(attach, point_dir / "attach.json")
 
     proc = subprocess.Popen([sys.executable, "-m", "kvexp.point", str(point_dir)],
-                            start_new_session=True)  # Ctrl-C is forwarded once, below
+                            start_new_session=True,  # Ctrl-C is forwarded once, below
+                            preexec_fn=die_with_parent)
     try:
         rc = proc.wait()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         proc.send_signal(signal.SIGINT)
         n = len(resolve_instances(conf))
         try:  # each server: SIGTERM, stop_timeout_s, SIGKILL; then samplers and Parquet
@@ -101,5 +147,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
     meta["job_end"] = time.time()  # with job_start: the point's whole wall time, sweep side
     results.write_json(meta, point_dir / "point.json")
     if rc != 0 and meta.get("status") not in ("failed",):
-        return _fail(point_dir, meta, f"point process exited with code {rc}")
+        meta = _fail(point_dir, meta, f"point process exited with code {rc}")
+    if key is not None:
+        POOL.after_point(point_dir, meta)
     return meta

@@ -8,6 +8,7 @@ stopped and everything measured so far is written.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -25,7 +26,7 @@ from kvexp.config import Config, ResolvedInstance, resolve_instances
 from kvexp.engines.base import LaunchSpec
 from kvexp.kvcached_segment import remove_segment, set_limit
 from kvexp.records import InstanceHandle, RequestRow, Sample
-from kvexp.servers import Server, ServerError, free_port, wait_ready
+from kvexp.servers import AttachedServer, Server, ServerError, free_port, wait_ready
 from kvexp.summary import summarize
 
 GIB = 2**30
@@ -105,14 +106,24 @@ def _apply_kv_limits(insts: list[ResolvedInstance], specs: list[LaunchSpec]) -> 
                 time.sleep(0.2)
 
 
-def _sleep(seconds: float, servers: list[Server]) -> None:
+def _check_alive(servers: list[Any]) -> None:
+    for s in servers:
+        if s.exit_code() is not None:
+            raise s.died_error()
+
+
+def _sleep(seconds: float, servers: list[Any]) -> None:
     """Sleep, but fail at once if a server dies meanwhile."""
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
-        for s in servers:
-            if s.exit_code() is not None:
-                raise s.died_error()
+        _check_alive(servers)
         time.sleep(min(0.2, left))
+
+
+def read_attach(point_dir: Path) -> dict[str, Any] | None:
+    """The shared servers this point attaches to (`attach.json`), or None: it starts its own."""
+    path = point_dir / "attach.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -125,34 +136,48 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
     clock = Clock()
     meta.update(status="running", error="", clock_start=clock.start, engine=cfg.engine.kind)
     insts = resolve_instances(cfg)
-    servers: list[Server] = []
+    servers: list[Any] = []  # Server (started here) or AttachedServer (the sweep's)
     handles: list[InstanceHandle] = []
     rows: list[RequestRow] = []
     samples: list[Sample] = []
     group = None
     specs: list[LaunchSpec] = []
+    attach = read_attach(point_dir)
     try:
-        specs, device_path = launch_specs(cfg, insts, point_dir)
+        if attach is None:
+            specs, device_path = launch_specs(cfg, insts, point_dir)
+        else:  # the sweep's shared servers (kvexp/server_pool.py)
+            servers = [AttachedServer(r) for r in attach["servers"]]
+            specs = [s.spec for s in servers]
+            device_path = Path(attach["device_path"]) if attach.get("device_path") else None
+            meta["server_reused"] = bool(attach["reused"])
+            meta["server_launch_time"] = attach["launch_time"]
+            meta["server_ready_time"] = attach["ready_time"]
         meta["servers"] = [
             {"name": s.name, "argv": s.argv, "env": s.env, "inherited_env": inherited_env(),
-             "port": s.port, "ipc_name": s.ipc_name, "served_model": s.served_model}
+             "port": s.port, "ipc_name": s.ipc_name, "served_model": s.served_model,
+             "shared": attach is not None}
             for s in specs
         ]
         results.write_json(meta, point_dir / "point.json")
         source, source_name = _device_source(cfg, device_path)
         group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock)
         group.start()
-        meta["launch_time"] = clock.now()
-        for spec, record in zip(specs, meta["servers"], strict=True):
-            server = Server(spec, point_dir / "logs" / f"{spec.name}.log")
-            servers.append(server)
-            server.start()
-            handles.append(server.handle())
-            record["pgid"] = server.proc.pid if server.proc else None  # for a last-resort kill
-            results.write_json(meta, point_dir / "point.json")
-            if cfg.engine.sequential_start:
-                wait_ready([server], cfg.engine.ready_timeout_s)
-        wait_ready(servers, cfg.engine.ready_timeout_s)
+        if attach is None:
+            meta["launch_time"] = clock.now()
+            for spec, record in zip(specs, meta["servers"], strict=True):
+                server = Server(spec, point_dir / "logs" / f"{spec.name}.log")
+                servers.append(server)
+                server.start()
+                handles.append(server.handle())
+                record["pgid"] = server.proc.pid if server.proc else None  # last-resort kill
+                results.write_json(meta, point_dir / "point.json")
+                if cfg.engine.sequential_start:
+                    wait_ready([server], cfg.engine.ready_timeout_s)
+            wait_ready(servers, cfg.engine.ready_timeout_s)
+        else:
+            handles.extend(s.handle() for s in servers)
+            _check_alive(servers)
         _apply_kv_limits(insts, specs)
         meta["ready_time"] = clock.now()
         results.write_json(meta, point_dir / "point.json")
@@ -169,7 +194,9 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             timeout_s=w.request_timeout_s, on_row=rows.append,
         )
         meta["workload_end"] = clock.now()
+        _check_alive(servers)
         _sleep(w.tail_s, servers)
+        _check_alive(servers)
         meta["status"] = "ok"
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised for Ctrl-C
         meta["status"] = "failed"
@@ -191,11 +218,12 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         if group is not None:
             group.stop()
             samples = group.samples()
-        for s in servers:
-            s.stop(cfg.engine.stop_timeout_s)
-        for spec in specs:  # a killed kvcached engine leaves its segment behind
-            if spec.ipc_name:
-                remove_segment(spec.ipc_name)
+        if attach is None:  # shared servers are the sweep's to stop
+            for s in servers:
+                s.stop(cfg.engine.stop_timeout_s)
+            for spec in specs:  # a killed kvcached engine leaves its segment behind
+                if spec.ipc_name:
+                    remove_segment(spec.ipc_name)
         write_point(point_dir, rows, samples, meta, clock.start)
     return meta
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -45,6 +46,30 @@ def port_in_use(host: str, port: int) -> str | None:
                 p = psutil.Process(c.pid)
                 return f"pid {c.pid}: {' '.join(p.cmdline())[:120]}"
     return "in use"
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: SIGTERM when the parent dies (Linux), so nothing is orphaned
+    even if the parent is SIGKILLed. Harmless where prctl does not exist."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def exit_reason(code: int | None) -> str:
+    """'exited with code 3', or the signal that killed it, with what SIGKILL usually means."""
+    if code is None:
+        return "is running"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    hint = (" (SIGKILL: if nobody sent it, the kernel's OOM killer did; see `dmesg`)"
+            if -code == signal.SIGKILL else "")
+    return f"was killed by {name}{hint}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -83,6 +108,7 @@ class Server:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # own process group: stopped as a whole
+                    preexec_fn=die_with_parent,
                 )
             except OSError as exc:
                 msg = f"{self.spec.name}: cannot run {self.spec.argv[0]}: {exc}"
@@ -104,7 +130,7 @@ class Server:
 
     def died_error(self) -> ServerError:
         return ServerError(
-            f"{self.spec.name}: server exited with code {self.exit_code()}; "
+            f"{self.spec.name}: server {exit_reason(self.exit_code())}; "
             f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
         )
 
@@ -154,6 +180,38 @@ class Server:
         if self._pgid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._pgid, sig)
+
+
+class AttachedServer:
+    """A server that another process started and stops (a shared server of the sweep)."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.spec = LaunchSpec(**{k: record[k] for k in LaunchSpec.__dataclass_fields__})
+        self.pid: int | None = record.get("pid")
+        self.log_path = Path(record["log_path"])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.spec.host}:{self.spec.port}"
+
+    def handle(self) -> InstanceHandle:
+        return InstanceHandle(self.spec.name, self.base_url, self.pid, self.spec.ipc_name,
+                              self.spec.metrics_path, self.spec.served_model)
+
+    def exit_code(self) -> int | None:
+        """None while it runs, else -1 (its exit code belongs to the process that started it)."""
+        try:
+            alive = psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except (psutil.Error, TypeError, ValueError):
+            alive = False
+        return None if alive else -1
+
+    def died_error(self) -> ServerError:
+        return ServerError(f"{self.spec.name}: shared server (pid {self.pid}) is gone; "
+                           f"last lines of {self.log_path}:\n{log_tail(self.log_path)}")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Nothing: the process that started it stops it."""
 
 
 def wait_ready(servers: list[Server], timeout_s: float) -> None:

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kvexp.engines.sim.device import SimDevice
 from kvexp.engines.sim.engine import PromptTooLong, Sequence, SimEngine, chat_tokens, text_tokens
+from kvexp.engines.sim.faults import GARBAGE, Fault
 from kvexp.engines.sim.gpus import MiB, get_gpu
 from kvexp.engines.sim.launch import SimSpec
 from kvexp.engines.sim.memory import ElasticPool, KvPool, StaticPool, activation_bytes
@@ -76,7 +77,8 @@ def _sse(obj: dict[str, Any]) -> str:
 class SimApi:
     """Request handling for one engine and its served model name."""
 
-    def __init__(self, engine: SimEngine, served_model: str) -> None:
+    def __init__(self, engine: SimEngine, served_model: str, fault: Fault | None = None) -> None:
+        self.fault = fault or Fault("none", 0.0)
         self.engine = engine
         self.served_model = served_model
         self.created = int(time.time())
@@ -156,6 +158,9 @@ class SimApi:
         raise ValueError("'prompt' must be a string or a list of token ids (one prompt)")
 
     async def _complete(self, request: Request, chat: bool) -> Response:
+        self.fault.on_request()
+        if self.fault.hangs:
+            await self.fault.hang_forever()
         try:
             body = await request.json()
             if not isinstance(body, dict):
@@ -236,6 +241,10 @@ class SimApi:
                 chunk["usage"] = _usage(seq, 0)
             yield _sse(chunk)
         async for text, finish in self._tokens(seq):
+            if self.fault.hangs:
+                await self.fault.hang_forever()
+            if self.fault.garbles:
+                yield GARBAGE
             n += 1
             finished = finish is not None
             chunk = self._chunk(rid, chat, [self._choice(chat, text, finish)])
@@ -331,10 +340,11 @@ async def run(spec: SimSpec) -> None:
             await asyncio.wait_for(stop.wait(), spec.sim.startup_s * spec.sim.time_scale)
         if stop.is_set():
             return
+        fault = Fault(spec.sim.fault, spec.sim.fault_after_s * spec.sim.time_scale)
         engine = SimEngine(spec.model, spec.sim, gpu, pool, seed=spec.seed)
         engine.start()
         config = uvicorn.Config(
-            SimApi(engine, spec.served_model).app(),
+            SimApi(engine, spec.served_model, fault).app(),
             host=spec.host,
             port=spec.port,
             log_config=None,

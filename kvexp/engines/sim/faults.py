@@ -1,0 +1,61 @@
+"""Faults injected into a sim server on purpose (`engine.sim.fault`), to test kvexp itself.
+
+A fault starts `fault_after_s` (simulated seconds) after the server's first request:
+  exit     the server exits with code 3 (a crash mid-run)
+  kill     the server SIGKILLs itself (what the kernel's OOM killer does)
+  hang     streams stop mid-way and new requests never answer (health stays OK)
+  garbage  streams send a malformed SSE event, then go on
+Every fault is logged as "FAULT INJECTED", so a log never passes one off as a real failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+log = logging.getLogger("kvexp.sim")
+FAULTS = ("none", "exit", "kill", "hang", "garbage")
+GARBAGE = "data: {this is not json\n\n"
+
+
+class Fault:
+    """One server's fault: armed by the first request, active `after_s` later."""
+
+    def __init__(self, kind: str, after_s: float) -> None:
+        if kind not in FAULTS:
+            raise ValueError(f"engine.sim.fault must be one of {FAULTS}, got {kind!r}")
+        self.kind, self.after_s = kind, after_s
+        self._first: float | None = None
+
+    def on_request(self) -> None:
+        if self.kind == "none" or self._first is not None:
+            return
+        self._first = time.monotonic()
+        if self.kind in ("exit", "kill"):
+            asyncio.get_running_loop().call_later(self.after_s, self._crash)
+
+    @property
+    def active(self) -> bool:
+        return self._first is not None and time.monotonic() - self._first >= self.after_s
+
+    @property
+    def hangs(self) -> bool:
+        return self.kind == "hang" and self.active
+
+    @property
+    def garbles(self) -> bool:
+        return self.kind == "garbage" and self.active
+
+    def _crash(self) -> None:
+        log.error("kvexp sim engine (simulated): FAULT INJECTED: %s", self.kind)
+        logging.shutdown()
+        if self.kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(3)
+
+    async def hang_forever(self) -> None:
+        log.error("kvexp sim engine (simulated): FAULT INJECTED: hang")
+        await asyncio.Event().wait()

@@ -1,0 +1,179 @@
+"""Servers shared by consecutive sweep points whose servers would be started the same way.
+
+`-m allocator=kvcached,static burst_size=2,6,12` starts 2 servers, not 6: the points of
+one allocator differ only in their workload, which a running server does not care about.
+The config decides (`server_key`), not the user; a fresh server is started whenever
+results could differ:
+
+- anything that shapes the server differs (engine, model(s), allocator, instances, ports,
+  seed): that is a new key;
+- each repeat gets its own servers (repeats are independent runs, start-up included);
+- vLLM's prefix caching is on (a cache warmed by the previous point would change TTFT);
+- the previous point failed, or its servers did not return to idle in time;
+- `reuse_servers=false`, a single run, or a launcher other than Hydra's basic one (the
+  servers would outlive the worker process that started them).
+
+Shared servers run in the sweep process; points attach to them (`attach.json` in the
+point folder) instead of starting their own. Between points the pool waits until no
+request is running or waiting and the KV cache is empty (vLLM's /metrics).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kvexp import results
+from kvexp.config import Config, resolve_instances
+from kvexp.engines.base import LaunchSpec
+from kvexp.kvcached_segment import remove_segment
+from kvexp.servers import Server, ServerError, wait_ready
+
+# Keys that only the workload side of a point reads.
+POINT_ONLY = ("workload", "sampler", "burst_size", "report", "name", "repeats", "reuse_servers")
+IDLE_TIMEOUT_S = 60.0
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health/metrics poll
+
+
+def server_key(cfg: Config) -> str | None:
+    """Points with the same key can share servers; None: this point never shares."""
+    if not cfg.reuse_servers:
+        return None
+    if cfg.engine.kind != "sim" and cfg.engine.vllm.enable_prefix_caching:
+        return None
+    d = asdict(cfg)
+    for k in POINT_ONLY:
+        d.pop(k, None)
+    for inst in d.get("instances", {}).values():
+        inst.pop("workload", None)
+    return _digest(d)
+
+
+def _digest(d: dict[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_idle(handle_urls: list[tuple[str, str | None]], client: httpx.Client) -> bool:
+    """No request running or waiting and an empty KV cache on every server."""
+    from kvexp.samplers.metrics import engine_figures
+
+    for base_url, metrics_path in handle_urls:
+        if metrics_path is None:
+            continue
+        try:
+            figures = engine_figures(client.get(base_url + metrics_path, timeout=5).text)
+        except httpx.HTTPError:
+            return False
+        busy = figures.get("num_requests_running", 0) + figures.get("num_requests_waiting", 0)
+        if busy > 0 or figures.get("kv_cache_usage", 0) > 0:
+            return False
+    return True
+
+
+class ServerPool:
+    """The servers of the current key, kept from one point to the next."""
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.servers: list[Server] = []
+        self.specs: list[LaunchSpec] = []
+        self.info: dict[str, Any] = {}
+        self.stop_timeout_s = 20.0
+        atexit.register(self.close)
+
+    def attach(self, cfg: Config, key: str, sweep_dir: Path) -> dict[str, Any]:
+        """Running servers for `cfg` (started now if the key changed): attach.json's content."""
+        if key == self.key and all(s.exit_code() is None for s in self.servers):
+            return {**self.info, "reused": True}
+        self.close()
+        from kvexp.runner import launch_specs
+
+        home = sweep_dir / ".servers" / key
+        self.key, self.stop_timeout_s = key, cfg.engine.stop_timeout_s
+        try:
+            insts = resolve_instances(cfg)
+            self.specs, device_path = launch_specs(cfg, insts, home)
+            launch = time.time()
+            for spec in self.specs:
+                server = Server(spec, home / "logs" / f"{spec.name}.log")
+                self.servers.append(server)
+                server.start()
+                if cfg.engine.sequential_start:
+                    wait_ready([server], cfg.engine.ready_timeout_s)
+            wait_ready(self.servers, cfg.engine.ready_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+        self.info = {
+            "key": key,
+            "device_path": str(device_path) if device_path else None,
+            "launch_time": launch,
+            "ready_time": time.time(),
+            "servers": [{**asdict(s.spec), "pid": s.proc.pid if s.proc else None,
+                         "log_path": str(s.log_path)} for s in self.servers],
+        }
+        return {**self.info, "reused": False}
+
+    def after_point(self, point_dir: Path, meta: dict[str, Any]) -> None:
+        """Keep the servers for the next point only if this one ended well and they are idle."""
+        if not self.servers:
+            return
+        keep, why = True, ""
+        dead = [s for s in self.servers if s.exit_code() is not None]
+        if dead:  # the point saw it go; only the process that started it knows how
+            keep, why = False, "a server exited"
+            _set_error(point_dir, meta, "; ".join(str(s.died_error()) for s in dead))
+        elif meta.get("status") != "ok":
+            keep, why = False, "the point did not finish"
+        else:
+            t0 = time.monotonic()
+            urls = [(s.base_url, s.spec.metrics_path) for s in self.servers]
+            with httpx.Client() as client:
+                while not is_idle(urls, client):
+                    if time.monotonic() - t0 > IDLE_TIMEOUT_S:
+                        keep, why = False, f"not idle {IDLE_TIMEOUT_S:g} s after the point"
+                        break
+                    time.sleep(0.2)
+            meta["servers_idle_after_s"] = round(time.monotonic() - t0, 3)
+        meta["servers_kept"] = keep
+        if not keep:
+            meta["servers_stopped_because"] = why
+            self.close()
+        results.write_json(meta, point_dir / "point.json")
+
+    def close(self) -> None:
+        """Stop every shared server and remove its kvcached segment."""
+        for s in self.servers:
+            with contextlib.suppress(Exception):
+                s.stop(self.stop_timeout_s)
+        for spec in self.specs:
+            if spec.ipc_name:
+                remove_segment(spec.ipc_name)
+        self.servers, self.specs, self.key, self.info = [], [], None, {}
+
+
+def _set_error(point_dir: Path, meta: dict[str, Any], error: str) -> None:
+    meta.update(status="failed", error=error)
+    path = point_dir / "summary.parquet"
+    if path.exists():
+        import pandas as pd
+
+        row = pd.read_parquet(path).iloc[0].to_dict()
+        results.write_summary({**row, "status": "failed", "error": error}, point_dir)
+
+
+POOL = ServerPool()
+
+
+def start_error(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"

@@ -15,6 +15,7 @@ import secrets
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ from kvexp.config import Config, ResolvedInstance, resolve_instances
 from kvexp.engines.base import LaunchSpec
 from kvexp.kvcached_segment import remove_segment, set_limit
 from kvexp.records import InstanceHandle, RequestRow, Sample
-from kvexp.servers import AttachedServer, Server, ServerError, free_port, wait_ready
+from kvexp.servers import (
+    AttachedServer,
+    PortTaken,
+    Server,
+    ServerError,
+    free_port,
+    wait_ready,
+)
 from kvexp.summary import summarize
 
 GIB = 2**30
@@ -40,29 +48,51 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Interrupted(f"signal {signum}")
 
 
-def launch_specs(
-    cfg: Config, insts: list[ResolvedInstance], point_dir: Path
-) -> tuple[list[LaunchSpec], Path | None]:
-    """Every instance's launch spec; the sim's shared device file, if the engine is sim."""
-    tag = secrets.token_hex(3)  # unique per point: segments of concurrent runs never collide
-    specs: list[LaunchSpec] = []
-    device_path = point_dir / "sim-device.json" if cfg.engine.kind == "sim" else None
+def sim_device_path(cfg: Config, home: Path) -> Path | None:
+    """The sim's shared device file for the servers started in `home` (None: not the sim)."""
+    return home / "sim-device.json" if cfg.engine.kind == "sim" else None
+
+
+def launch_spec(cfg: Config, inst: ResolvedInstance, home: Path, tag: str, port: int
+                ) -> LaunchSpec:
+    """How to start one instance's server on `port`."""
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", inst.name)
+    ipc = f"kvcached_{safe}_{tag}" if inst.allocator.kind == "kvcached" else None
+    if cfg.engine.kind == "sim":
+        from kvexp.engines.sim.launch import build_sim_launch
+
+        device_path = sim_device_path(cfg, home)
+        assert device_path is not None
+        return build_sim_launch(inst, cfg.engine, home, port, device_path, ipc, cfg.seed)
+    from kvexp.engines.vllm import build_vllm_launch
+
+    models_dir = Path(os.path.expanduser(cfg.models_dir))
+    return build_vllm_launch(inst, cfg.engine, models_dir, port, ipc)
+
+
+def start_servers(cfg: Config, insts: list[ResolvedInstance], home: Path,
+                  started: list[Server], on_start: Callable[[Server], None] | None = None
+                  ) -> None:
+    """Start every instance's server (one by one with `sequential_start`) and wait until all
+    are ready. Each goes into `started` as soon as it runs, so that the caller can stop it
+    whatever happens. A port picked here that someone takes first is picked again."""
+    tag = secrets.token_hex(3)  # unique per start: segments of concurrent runs never collide
     for inst in insts:
-        port = inst.port or free_port(cfg.engine.host)
-        safe = re.sub(r"[^A-Za-z0-9_]", "_", inst.name)
-        ipc = f"kvcached_{safe}_{tag}" if inst.allocator.kind == "kvcached" else None
-        if cfg.engine.kind == "sim":
-            from kvexp.engines.sim.launch import build_sim_launch
-
-            assert device_path is not None
-            specs.append(build_sim_launch(inst, cfg.engine, point_dir, port, device_path, ipc,
-                                          cfg.seed))
-        else:
-            from kvexp.engines.vllm import build_vllm_launch
-
-            models_dir = Path(os.path.expanduser(cfg.models_dir))
-            specs.append(build_vllm_launch(inst, cfg.engine, models_dir, port, ipc))
-    return specs, device_path
+        for attempt in range(3):
+            spec = launch_spec(cfg, inst, home, tag, inst.port or free_port(cfg.engine.host))
+            server = Server(spec, home / "logs" / f"{spec.name}.log")
+            try:
+                server.start()
+                break
+            except PortTaken:
+                if inst.port is not None or attempt == 2:
+                    raise
+        started.append(server)
+        if on_start is not None:
+            on_start(server)
+        if cfg.engine.sequential_start:
+            wait_ready([server], cfg.engine.ready_timeout_s)
+    wait_ready(started, cfg.engine.ready_timeout_s)
 
 
 ENV_PREFIXES = ("VLLM_", "KVCACHED_", "ENABLE_KVCACHED", "CUDA_", "NCCL_", "HF_", "PYTORCH_",
@@ -72,6 +102,13 @@ ENV_PREFIXES = ("VLLM_", "KVCACHED_", "ENABLE_KVCACHED", "CUDA_", "NCCL_", "HF_"
 def inherited_env() -> dict[str, str]:
     """The variables a server inherits that can change its behaviour (recorded with `env`)."""
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)}
+
+
+def server_record(spec: LaunchSpec, shared: bool) -> dict[str, Any]:
+    """What point.json says of a server: how it was started, and whether it is shared."""
+    return {"name": spec.name, "argv": spec.argv, "env": spec.env,
+            "inherited_env": inherited_env(), "port": spec.port, "ipc_name": spec.ipc_name,
+            "served_model": spec.served_model, "shared": shared}
 
 
 def _device_source(cfg: Config, device_path: Path | None) -> tuple[Any, str]:
@@ -141,44 +178,36 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
     rows: list[RequestRow] = []
     samples: list[Sample] = []
     group = None
-    specs: list[LaunchSpec] = []
     attach = read_attach(point_dir)
     try:
         if attach is None:
-            specs, device_path = launch_specs(cfg, insts, point_dir)
+            device_path = sim_device_path(cfg, point_dir)
+            meta["servers"] = []
         else:  # the sweep's shared servers (kvexp/server_pool.py)
             servers = [AttachedServer(r) for r in attach["servers"]]
-            specs = [s.spec for s in servers]
             device_path = Path(attach["device_path"]) if attach.get("device_path") else None
             meta["server_reused"] = bool(attach["reused"])
             meta["server_launch_time"] = attach["launch_time"]
             meta["server_ready_time"] = attach["ready_time"]
-        meta["servers"] = [
-            {"name": s.name, "argv": s.argv, "env": s.env, "inherited_env": inherited_env(),
-             "port": s.port, "ipc_name": s.ipc_name, "served_model": s.served_model,
-             "shared": attach is not None}
-            for s in specs
-        ]
+            meta["servers"] = [server_record(s.spec, shared=True) for s in servers]
+            handles.extend(s.handle() for s in servers)
         results.write_json(meta, point_dir / "point.json")
         source, source_name = _device_source(cfg, device_path)
         group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock)
         group.start()
         if attach is None:
             meta["launch_time"] = clock.now()
-            for spec, record in zip(specs, meta["servers"], strict=True):
-                server = Server(spec, point_dir / "logs" / f"{spec.name}.log")
-                servers.append(server)
-                server.start()
-                handles.append(server.handle())
+
+            def started(server: Server) -> None:
+                record = server_record(server.spec, shared=False)
                 record["pgid"] = server.proc.pid if server.proc else None  # last-resort kill
+                meta["servers"].append(record)
+                handles.append(server.handle())
                 results.write_json(meta, point_dir / "point.json")
-                if cfg.engine.sequential_start:
-                    wait_ready([server], cfg.engine.ready_timeout_s)
-            wait_ready(servers, cfg.engine.ready_timeout_s)
-        else:
-            handles.extend(s.handle() for s in servers)
-            _check_alive(servers)
-        _apply_kv_limits(insts, specs)
+
+            start_servers(cfg, insts, point_dir, servers, started)
+        _check_alive(servers)
+        _apply_kv_limits(insts, [s.spec for s in servers])
         meta["ready_time"] = clock.now()
         results.write_json(meta, point_dir / "point.json")
         w = cfg.workload
@@ -221,8 +250,8 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         if attach is None:  # shared servers are the sweep's to stop
             for s in servers:
                 s.stop(cfg.engine.stop_timeout_s)
-            for spec in specs:  # a killed kvcached engine leaves its segment behind
-                if spec.ipc_name:
+            for spec in [s.spec for s in servers]:  # a killed kvcached engine leaves its
+                if spec.ipc_name:                    # segment behind
                     remove_segment(spec.ipc_name)
         write_point(point_dir, rows, samples, meta, clock.start)
     return meta

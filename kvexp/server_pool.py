@@ -33,9 +33,8 @@ import httpx
 
 from kvexp import results
 from kvexp.config import Config, resolve_instances
-from kvexp.engines.base import LaunchSpec
 from kvexp.kvcached_segment import remove_segment
-from kvexp.servers import Server, ServerError, wait_ready
+from kvexp.servers import Server, ServerError
 
 # Keys that only the workload side of a point reads.
 POINT_ONLY = ("workload", "sampler", "burst_size", "report", "name", "repeats", "reuse_servers")
@@ -86,7 +85,6 @@ class ServerPool:
     def __init__(self) -> None:
         self.key: str | None = None
         self.servers: list[Server] = []
-        self.specs: list[LaunchSpec] = []
         self.info: dict[str, Any] = {}
         self.stop_timeout_s = 20.0
         atexit.register(self.close)
@@ -96,21 +94,14 @@ class ServerPool:
         if key == self.key and all(s.exit_code() is None for s in self.servers):
             return {**self.info, "reused": True}
         self.close()
-        from kvexp.runner import launch_specs
+        from kvexp.runner import sim_device_path, start_servers
 
         home = sweep_dir / ".servers" / key
         self.key, self.stop_timeout_s = key, cfg.engine.stop_timeout_s
+        device_path = sim_device_path(cfg, home)
+        launch = time.time()
         try:
-            insts = resolve_instances(cfg)
-            self.specs, device_path = launch_specs(cfg, insts, home)
-            launch = time.time()
-            for spec in self.specs:
-                server = Server(spec, home / "logs" / f"{spec.name}.log")
-                self.servers.append(server)
-                server.start()
-                if cfg.engine.sequential_start:
-                    wait_ready([server], cfg.engine.ready_timeout_s)
-            wait_ready(self.servers, cfg.engine.ready_timeout_s)
+            start_servers(cfg, resolve_instances(cfg), home, self.servers)
         except BaseException:
             self.close()
             raise
@@ -156,10 +147,10 @@ class ServerPool:
         for s in self.servers:
             with contextlib.suppress(Exception):
                 s.stop(self.stop_timeout_s)
-        for spec in self.specs:
+        for spec in [s.spec for s in self.servers]:
             if spec.ipc_name:
                 remove_segment(spec.ipc_name)
-        self.servers, self.specs, self.key, self.info = [], [], None, {}
+        self.servers, self.key, self.info = [], None, {}
 
 
 def _set_error(point_dir: Path, meta: dict[str, Any], error: str) -> None:

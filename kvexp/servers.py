@@ -23,6 +23,10 @@ class ServerError(RuntimeError):
     """A server that could not start, died, or did not become ready; the message has its log."""
 
 
+class PortTaken(ServerError):
+    """The server's port is held by another process."""
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -94,7 +98,7 @@ class Server:
     def start(self) -> None:
         holder = port_in_use(self.spec.host, self.spec.port)
         if holder:
-            raise ServerError(
+            raise PortTaken(
                 f"{self.spec.name}: port {self.spec.port} on {self.spec.host} is already "
                 f"in use ({holder}); free it or set engine.port / instances.<name>.port"
             )

@@ -50,3 +50,32 @@ def test_a_port_in_use_is_refused_with_its_holder(tmp_path: Path) -> None:
         server = Server(spec("pass", s.getsockname()[1]), tmp_path / "s.log")
         with pytest.raises(ServerError, match="already in use"):
             server.start()
+
+
+def test_a_picked_port_taken_meanwhile_is_picked_again(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvexp import runner
+    from tests.test_server_reuse import _conf
+
+    cfg = _conf("engine=sim", "model=tiny", "engine.sim.gpu=tiny", "engine.sim.startup_s=0")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        picks = iter([taken.getsockname()[1], free_port()])
+        monkeypatch.setattr(runner, "free_port", lambda host: next(picks))
+        started: list[Server] = []
+        try:
+            runner.start_servers(cfg, runner.resolve_instances(cfg), tmp_path, started)
+            assert len(started) == 1 and started[0].spec.port != taken.getsockname()[1]
+        finally:
+            for s in started:
+                s.stop(5)
+
+
+def test_a_server_killed_by_sigkill_says_what_usually_does_that(tmp_path: Path) -> None:
+    server = Server(spec("import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+                         free_port()), tmp_path / "log")
+    server.start()
+    server.proc.wait(timeout=10)  # type: ignore[union-attr]
+    msg = str(server.died_error())
+    assert "killed by SIGKILL" in msg and "OOM killer" in msg

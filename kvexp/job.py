@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from kvexp import results
 from kvexp.config import Config, ConfigError, config_hash, resolve_instances, to_config
 from kvexp.engine_choice import choose_engine
+from kvexp.gpu_slots import GpuSlotError, gpu_env, point_gpus
 from kvexp.server_pool import POOL, server_key, start_error
 from kvexp.servers import die_with_parent
 
@@ -89,6 +90,27 @@ def _earlier_run(point_dir: Path, overrides: list[str], digest: str) -> dict[str
     return None
 
 
+def _run_point_process(conf: Config, point_dir: Path, env: dict[str, str] | None) -> int:
+    """`python -m kvexp.point DIR` to its end; Ctrl-C is forwarded once and waited for."""
+    proc = subprocess.Popen([sys.executable, "-m", "kvexp.point", str(point_dir)], env=env,
+                            start_new_session=True,  # Ctrl-C reaches it through us, once
+                            preexec_fn=die_with_parent)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        proc.send_signal(signal.SIGINT)
+        n = len(resolve_instances(conf))
+        try:  # each server: SIGTERM, stop_timeout_s, SIGKILL; then samplers and Parquet
+            proc.wait(timeout=(conf.engine.stop_timeout_s + 15) * n + 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            _kill_servers(point_dir)
+        raise
+
+
 def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
             groups: dict[str, Any] | None = None, shared: bool = False) -> dict[str, Any]:
     """Run one point in a subprocess; returns its point.json. Re-raises Ctrl-C.
@@ -119,30 +141,22 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
     results.write_json(meta, point_dir / "point.json")
     if key is None:
         POOL.close()  # servers of earlier points are not this point's
+        try:
+            with point_gpus(conf.engine, owner=str(point_dir)) as gpus:
+                if gpus is not None:
+                    print(f"[kvexp] point {point_dir.name}: GPUs {gpus}", flush=True)
+                    meta["gpus"] = gpus
+                    results.write_json(meta, point_dir / "point.json")
+                rc = _run_point_process(conf, point_dir, gpu_env(gpus))
+        except GpuSlotError as exc:
+            return _fail(point_dir, meta, str(exc))
     else:
         try:
-            attach = POOL.attach(conf, key, point_dir.parent)
+            attach = POOL.attach(conf, key, point_dir.parent, owner=str(point_dir.parent))
         except Exception as exc:  # noqa: BLE001 - the point fails, the sweep goes on
             return _fail(point_dir, meta, start_error(exc))
         results.write_json(attach, point_dir / "attach.json")
-
-    proc = subprocess.Popen([sys.executable, "-m", "kvexp.point", str(point_dir)],
-                            start_new_session=True,  # Ctrl-C is forwarded once, below
-                            preexec_fn=die_with_parent)
-    try:
-        rc = proc.wait()
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut clean-up
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        proc.send_signal(signal.SIGINT)
-        n = len(resolve_instances(conf))
-        try:  # each server: SIGTERM, stop_timeout_s, SIGKILL; then samplers and Parquet
-            proc.wait(timeout=(conf.engine.stop_timeout_s + 15) * n + 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            _kill_servers(point_dir)
-        raise
+        rc = _run_point_process(conf, point_dir, None)
     meta = json.loads((point_dir / "point.json").read_text())
     meta["job_end"] = time.time()  # with job_start: the point's whole wall time, sweep side
     results.write_json(meta, point_dir / "point.json")

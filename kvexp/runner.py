@@ -71,15 +71,17 @@ def launch_spec(cfg: Config, inst: ResolvedInstance, home: Path, tag: str, port:
 
 
 def start_servers(cfg: Config, insts: list[ResolvedInstance], home: Path,
-                  started: list[Server], on_start: Callable[[Server], None] | None = None
-                  ) -> None:
+                  started: list[Server], on_start: Callable[[Server], None] | None = None,
+                  env: dict[str, str] | None = None) -> None:
     """Start every instance's server (one by one with `sequential_start`) and wait until all
     are ready. Each goes into `started` as soon as it runs, so that the caller can stop it
-    whatever happens. A port picked here that someone takes first is picked again."""
+    whatever happens. A port picked here that someone takes first is picked again. `env` is
+    added to every server's environment (e.g. the GPUs a shared server may use)."""
     tag = secrets.token_hex(3)  # unique per start: segments of concurrent runs never collide
     for inst in insts:
         for attempt in range(3):
             spec = launch_spec(cfg, inst, home, tag, inst.port or free_port(cfg.engine.host))
+            spec.env.update(env or {})
             server = Server(spec, home / "logs" / f"{spec.name}.log")
             try:
                 server.start()
@@ -111,7 +113,8 @@ def server_record(spec: LaunchSpec, shared: bool) -> dict[str, Any]:
             "served_model": spec.served_model, "shared": shared}
 
 
-def _device_source(cfg: Config, device_path: Path | None) -> tuple[Any, str]:
+def _device_source(cfg: Config, device_path: Path | None, gpu: int | None = None
+                   ) -> tuple[Any, str]:
     if not (cfg.sampler.device or cfg.sampler.processes):
         return None, ""
     if cfg.engine.kind == "sim":
@@ -119,9 +122,11 @@ def _device_source(cfg: Config, device_path: Path | None) -> tuple[Any, str]:
 
         return SimDeviceSource(device_path), "sim_device"
     if cfg.engine.vllm.device == "cuda":
+        from kvexp.gpu_slots import nvml_index
         from kvexp.samplers.device import NvmlSource
 
-        return NvmlSource(), "nvml"
+        # NVML numbers every GPU of the host; CUDA_VISIBLE_DEVICES says which is the point's
+        return NvmlSource(nvml_index() if gpu is None else gpu), "nvml"
     return None, ""  # vLLM on the CPU: host memory only (the process sampler)
 
 
@@ -189,10 +194,12 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             meta["server_reused"] = bool(attach["reused"])
             meta["server_launch_time"] = attach["launch_time"]
             meta["server_ready_time"] = attach["ready_time"]
+            meta["gpus"] = attach.get("gpus")
             meta["servers"] = [server_record(s.spec, shared=True) for s in servers]
             handles.extend(s.handle() for s in servers)
         results.write_json(meta, point_dir / "point.json")
-        source, source_name = _device_source(cfg, device_path)
+        gpus = (attach or {}).get("gpus") or meta.get("gpus")
+        source, source_name = _device_source(cfg, device_path, gpus[0] if gpus else None)
         group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock)
         group.start()
         if attach is None:

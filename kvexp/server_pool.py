@@ -33,6 +33,7 @@ import httpx
 
 from kvexp import results
 from kvexp.config import Config, resolve_instances
+from kvexp.gpu_slots import gpu_env, point_gpus
 from kvexp.kvcached_segment import remove_segment
 from kvexp.servers import Server, ServerError
 
@@ -87,9 +88,10 @@ class ServerPool:
         self.servers: list[Server] = []
         self.info: dict[str, Any] = {}
         self.stop_timeout_s = 20.0
+        self._gpus = contextlib.ExitStack()  # the GPUs the shared servers hold
         atexit.register(self.close)
 
-    def attach(self, cfg: Config, key: str, sweep_dir: Path) -> dict[str, Any]:
+    def attach(self, cfg: Config, key: str, sweep_dir: Path, owner: str = "") -> dict[str, Any]:
         """Running servers for `cfg` (started now if the key changed): attach.json's content."""
         if key == self.key and all(s.exit_code() is None for s in self.servers):
             return {**self.info, "reused": True}
@@ -101,12 +103,16 @@ class ServerPool:
         device_path = sim_device_path(cfg, home)
         launch = time.time()
         try:
-            start_servers(cfg, resolve_instances(cfg), home, self.servers)
+            self._gpus = contextlib.ExitStack()
+            gpus = self._gpus.enter_context(point_gpus(cfg.engine, owner))  # held until close
+            env = gpu_env(gpus, {}) or {}
+            start_servers(cfg, resolve_instances(cfg), home, self.servers, env=env)
         except BaseException:
             self.close()
             raise
         self.info = {
             "key": key,
+            "gpus": gpus,
             "device_path": str(device_path) if device_path else None,
             "launch_time": launch,
             "ready_time": time.time(),
@@ -151,6 +157,7 @@ class ServerPool:
             if spec.ipc_name:
                 remove_segment(spec.ipc_name)
         self.servers, self.key, self.info = [], None, {}
+        self._gpus.close()
 
 
 def _set_error(point_dir: Path, meta: dict[str, Any], error: str) -> None:

@@ -120,3 +120,27 @@ def test_submitit_local_runs_points_as_jobs(tmp_path: Path) -> None:
     # submitit keeps each job's pickles and logs next to the points.
     assert list((sweep / ".submitit").glob("*/*_0_log.out"))
     assert_nothing_survives(tmp_path)
+
+
+def test_parallel_points_each_get_their_own_gpu(tmp_path: Path) -> None:
+    """Without a GPU here, a stand-in for vLLM's interpreter logs the CUDA_VISIBLE_DEVICES it
+    was given, stays up 3 s (so that the points overlap), then fails its point."""
+    fake = tmp_path / "fake-python"
+    fake.write_text('#!/bin/sh\necho "stand-in: CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES"\n'
+                    "sleep 3\nexit 3\n")
+    fake.chmod(0o755)
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, MARK: str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "kvexp", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         "engine=vllm", f"engine.vllm.python={fake}", "model=tiny", "allocator=static",
+         "engine.gpu_ids=[4,5]", f"engine.gpu_lock_dir={tmp_path}/locks", "burst_size=1,2",
+         "sampler.device=false", "sampler.processes=false", "report=false",
+         f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, text=True, capture_output=True,
+        timeout=180)
+    assert r.returncode == 1, r.stderr[-3000:]  # the stand-in fails every point, on purpose
+    seen = sorted((sweep / p / "logs" / "tiny.log").read_text().split("=")[-1].strip()
+                  for p in ("0", "1"))
+    assert seen == ["4", "5"]
+    assert sorted(m["gpus"][0] for m in points(sweep)) == [4, 5]
+    assert_nothing_survives(tmp_path)

@@ -74,14 +74,17 @@ def entry() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         POOL.close()
         code = 128 + _STATE.get("signal", signal.SIGINT)
+        from kvexp.sweeper import SWEEP
+
         point = _STATE.get("point_dir")
-        if point is None:
+        sweep = point.parent if point is not None else SWEEP.get("dir")
+        if sweep is None or not sweep.is_dir():
             sys.exit(code)
         from kvexp.callbacks import finish
 
-        print(f"\n[kvexp] interrupted during point {point.name}; what was measured is kept",
-              file=sys.stderr)
-        finish(point.parent, render=True)
+        where = f" during point {point.name}" if point is not None else ""
+        print(f"\n[kvexp] interrupted{where}; what was measured is kept", file=sys.stderr)
+        finish(sweep, render=True)
         sys.exit(code)
     finally:
         POOL.close()

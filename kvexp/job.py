@@ -23,6 +23,7 @@ from kvexp.engine_choice import choose_engine
 from kvexp.gpu_slots import GpuSlotError, gpu_env, point_gpus
 from kvexp.server_pool import POOL, server_key, start_error
 from kvexp.servers import die_with_parent
+from kvexp.sweeper import INTERRUPTED
 
 
 def choices(cfg: Config, meta: dict[str, Any], groups: dict[str, Any] | None = None
@@ -125,6 +126,8 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
     except ConfigError as exc:
         print(f"[kvexp] point {point_dir.name} ({label}): {exc}", file=sys.stderr)
         return _fail(point_dir, meta, str(exc))
+    if (point_dir.parent / INTERRUPTED).exists():
+        return _fail(point_dir, meta, "not run: the sweep was interrupted")
     digest = config_hash(conf)
     done = _earlier_run(point_dir, overrides, digest)
     if done is not None:

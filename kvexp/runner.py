@@ -44,7 +44,10 @@ class Interrupted(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that clean-up runs."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def _on_signal(signum: int, frame: Any) -> None:
+    """The first Ctrl-C or SIGTERM interrupts the point; later ones must not cut clean-up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Interrupted(f"signal {signum}")
 
 
@@ -174,7 +177,8 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
     from kvexp.workloads.driver import run_workload
     from kvexp.workloads.schedules import build_schedule, chains_waves
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     clock = Clock()
     meta.update(status="running", error="", clock_start=clock.start, engine=cfg.engine.kind)
     insts = resolve_instances(cfg)

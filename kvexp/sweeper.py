@@ -10,7 +10,9 @@ each other, the repeats staying interleaved.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kvexp import results
@@ -52,8 +54,10 @@ def task_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def plan(jobs: list[list[str]], configs: list[DictConfig], reuse: bool) -> list[PlannedPoint]:
+def plan(jobs: list[list[str]], configs: list[DictConfig], reuse: bool,
+         parallel: bool = False) -> list[PlannedPoint]:
     """Validate every point; with `reuse`, order points so that shared servers stay up.
+    `parallel`: points may run at the same time (fixed ports would collide).
 
     Raises SweepRefused listing every invalid point."""
     from kvexp.server_pool import server_key
@@ -68,6 +72,12 @@ def plan(jobs: list[list[str]], configs: list[DictConfig], reuse: bool) -> list[
         except ConfigError as exc:
             name = " ".join(o for o in overrides if o.split("=", 1)[0] in varying)
             problems.append(f"point {name or label_of(overrides)!r}: {exc}")
+            continue
+        if parallel and (conf.engine.port is not None
+                         or any(i.port is not None for i in conf.instances.values())):
+            problems.append(f"point {label_of(overrides)!r}: engine.port / instances.<name>.port"
+                            " is fixed, but this launcher runs points at the same time: leave "
+                            "ports null (picked free per instance)")
             continue
         key = server_key(conf) if reuse else None
         points.append(PlannedPoint(list(overrides), config_hash(conf), key))
@@ -120,10 +130,12 @@ class ValidatingSweeper(BasicSweeper):
         configs = [loader.load_sweep_config(master_config=self.config, sweep_overrides=j)
                    for j in jobs]
         launcher = str(self.config.hydra.launcher.get("_target_", ""))
-        reuse = launcher == BASIC_LAUNCHER and bool(self.config.get("reuse_servers", True))
+        basic = launcher == BASIC_LAUNCHER
+        reuse = basic and bool(self.config.get("reuse_servers", True))
+        parallel = not basic and self.config.hydra.launcher.get("n_jobs", 2) != 1
         sweep_dir = Path(self.config.hydra.sweep.dir)
         try:
-            points = plan(jobs, configs, reuse)
+            points = plan(jobs, configs, reuse, parallel)
             problems = check_resume(sweep_dir, points) if sweep_dir.is_dir() else []
             if problems:
                 raise SweepRefused(
@@ -137,11 +149,68 @@ class ValidatingSweeper(BasicSweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         results.write_json({"planned": [p.__dict__ for p in points], "time": time.time()},
                            sweep_dir / "sweep.json")
+        SWEEP["dir"] = sweep_dir
+        (sweep_dir / INTERRUPTED).unlink(missing_ok=True)  # from an earlier, interrupted run
+        if not basic:  # the launcher's workers would be killed before their points wrote
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, _stop_points_first)
         returns: list[Sequence[JobReturn]] = []
         while not self.is_done():
             batch = self.get_job_batch()
             rets = self.launcher.launch(batch, initial_job_idx=0)
-            for r in rets:
-                _ = r.return_value  # re-raises a job's exception
+            for i, r in enumerate(rets):
+                if r.status == JobStatus.FAILED:  # e.g. a SLURM time limit: the point failed
+                    _job_failed(sweep_dir / str(i), batch[i], r._return_value)
             returns.append(rets)
         return returns
+
+
+SWEEP: dict[str, Path] = {}  # the running sweep's folder, for the message after Ctrl-C
+INTERRUPTED = ".interrupted"  # in the sweep folder: no new point may start
+
+
+def _job_failed(point_dir: Path, overrides: Sequence[str], exc: object) -> None:
+    """A job that ended in an exception outside kvexp's own handling: record its point."""
+    error = f"the launcher's job failed: {type(exc).__name__}: {exc}"
+    print(f"[kvexp] point {point_dir.name} ({label_of(overrides)}): {error}", file=sys.stderr)
+    try:
+        meta = json.loads((point_dir / "point.json").read_text())
+    except (OSError, ValueError):
+        meta = {"point": point_dir.name, "label": label_of(overrides),
+                "overrides": list(overrides)}
+    if meta.get("status") in ("ok", "failed"):
+        return  # kvexp recorded it already
+    from kvexp.job import _fail
+
+    point_dir.mkdir(parents=True, exist_ok=True)
+    _fail(point_dir, meta, error)
+
+
+def _stop_points_first(signum: int, frame: Any) -> None:
+    """Ctrl-C / SIGTERM under a parallel launcher: let every running point stop its servers
+    and write what it measured, then interrupt the sweep (whose workers die with it)."""
+    import psutil
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    print(f"\n[kvexp] {signal.Signals(signum).name}: stopping the running points",
+          file=sys.stderr, flush=True)
+    if "dir" in SWEEP:  # workers freed by their stopped points must not start new ones
+        (SWEEP["dir"] / INTERRUPTED).touch()
+    running = [p for p in psutil.Process().children(recursive=True)
+               if "kvexp.point" in " ".join(_cmdline(p))]
+    for p in running:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGINT)
+    psutil.wait_procs(running, timeout=120)
+    from kvexp import __main__ as entry
+
+    entry._STATE["signal"] = signum
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _cmdline(p: Any) -> list[str]:
+    try:
+        return p.cmdline()
+    except Exception:  # noqa: BLE001 - gone, or not ours to read
+        return []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -144,3 +145,56 @@ def test_parallel_points_each_get_their_own_gpu(tmp_path: Path) -> None:
     assert seen == ["4", "5"]
     assert sorted(m["gpus"][0] for m in points(sweep)) == [4, 5]
     assert_nothing_survives(tmp_path)
+
+
+@pytest.mark.parametrize("to", ["process group", "main process"])
+def test_ctrl_c_under_joblib_keeps_the_running_points_data(tmp_path: Path, to: str) -> None:
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "KVEXP_SHM_DIR": str(tmp_path), MARK: str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvexp", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         *FAST, "workload.waves=30", "workload.idle_s=1", "burst_size=1,2,3",
+         f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while sum("workload_start" in p.read_text() for p in sweep.glob("*/point.json")) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "points never ran"
+        time.sleep(0.2)
+    time.sleep(1)
+    if to == "process group":  # what a terminal's Ctrl-C does
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, out[-3000:]
+    ran = [m for m in points(sweep) if m["error"] != "not run: the sweep was interrupted"]
+    assert len(ran) == 2
+    for meta in ran:
+        assert meta["status"] == "failed" and "interrupted" in meta["error"]
+        assert (sweep / meta["point"] / "requests.parquet").exists()
+    assert (sweep / "report" / "report.html").exists()
+    assert not list(tmp_path.glob("kvcached_*"))
+    assert_nothing_survives(tmp_path)
+
+
+def test_fixed_ports_are_refused_when_points_run_together(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "kvexp", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         *FAST, "engine.port=18123", "burst_size=1,2", f"hydra.sweep.dir={tmp_path}/s"],
+        cwd=tmp_path, text=True, capture_output=True, timeout=120)
+    assert r.returncode == 2
+    assert "ports null" in r.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_job_the_launcher_lost_is_a_failed_point(tmp_path: Path) -> None:
+    from kvexp.sweeper import _job_failed
+
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "point.json").write_text(json.dumps(
+        {"point": "3", "label": "burst_size=2", "status": "running", "error": "",
+         "overrides": ["burst_size=2"]}))
+    _job_failed(tmp_path / "3", ["burst_size=2"], TimeoutError("SLURM time limit"))
+    meta = json.loads((tmp_path / "3" / "point.json").read_text())
+    assert meta["status"] == "failed"
+    assert "the launcher's job failed: TimeoutError: SLURM time limit" in meta["error"]
+    assert load(tmp_path).summary.iloc[0]["status"] == "failed"

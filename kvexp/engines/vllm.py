@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -148,7 +149,9 @@ def vllm_available(python: str | None = None, timeout_s: float = 30.0) -> tuple[
 
 
 def cuda_available() -> tuple[bool, str]:
-    """Whether NVML sees at least one NVIDIA GPU; the reason either way."""
+    """Whether NVML sees at least one NVIDIA GPU that this process may use; the reason."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False, "CUDA_VISIBLE_DEVICES is empty: no GPU is visible to this process"
     try:
         import pynvml
     except ImportError as e:

@@ -4,6 +4,7 @@
 # 1. the 6-point sweep with shared servers (2 server starts)
 # 2. a sweep stopped by SIGTERM mid-point: GPU memory and processes after it, then resume
 # 3. the same 6-point sweep with a server per point (6 starts), for the wall time
+#    (skipped with ISOLATED=0)
 set -uo pipefail
 ROOT="${1:?usage: scripts/gpu-reuse-interrupt.sh OUTPUT_ROOT}"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -37,5 +38,6 @@ stamp "kvcached segments left: [$(ls /dev/shm | grep kvcached || true)]"
 t0=$(date +%s.%N); stamp "python -m kvexp resume $ROOT/interrupted"
 "$PY" -m kvexp resume "$ROOT/interrupted"; stamp "resume: exit $?, wall $(since $t0) s"
 
-sweep isolated allocator=kvcached,static burst_size=2,6,12 reuse_servers=false
+[ "${ISOLATED:-1}" = 0 ] || sweep isolated allocator=kvcached,static burst_size=2,6,12 \
+  reuse_servers=false
 stamp done

@@ -5,6 +5,7 @@ sends bursts of N concurrent streaming requests with a known TTFT and inter-toke
 prints the measured-minus-configured errors. Figures are printed, not asserted.
 
     .venv/bin/python benchmarks/driver_accuracy.py [--concurrency 1 16 64] [--ttft 0.1] ...
+        [--driver FILE]   (run_workload from FILE, e.g. `git show REV:kvexp/workloads/driver.py`)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.kvexp_client import load_driver  # noqa: E402
 from kvexp.clock import Clock  # noqa: E402
 from kvexp.records import InstanceHandle, RequestSpec  # noqa: E402
 from kvexp.workloads.driver import run_workload  # noqa: E402
@@ -43,7 +45,10 @@ def main() -> None:
     ap.add_argument("--itl", type=float, default=0.01, help="server inter-event gap, s")
     ap.add_argument("--tokens", type=int, default=32, help="tokens per request")
     ap.add_argument("--waves", type=int, default=3, help="bursts per concurrency level")
+    ap.add_argument("--driver", type=Path,
+                    help="take run_workload from this driver file (e.g. an earlier version)")
     args = ap.parse_args()
+    run = load_driver(args.driver) if args.driver else run_workload
 
     ctx = mp.get_context("spawn")
     port_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
@@ -63,8 +68,8 @@ def main() -> None:
                 RequestSpec(k * c + j, "a", 0.0, max_tokens=args.tokens, prompt=prompt, wave=k)
                 for k in range(args.waves) for j in range(c)
             ]
-            rows = run_workload(specs, instances, Clock(), wait_for_wave=True, wave_gap_s=0.2,
-                                progress=False)
+            rows = run(specs, instances, Clock(), wait_for_wave=True, wave_gap_s=0.2,
+                       progress=False)
             ok = [r for r in rows if r.ok]
             ttft_err = [r.ttft_s - args.ttft for r in ok if r.ttft_s is not None]
             itl_err = [g - args.itl for r in ok for g in r.itl_s]

@@ -1,6 +1,7 @@
-"""What sampling costs: per-tick time of each sampler and the CPU it takes at 20 Hz.
+"""What sampling costs: per-tick time of each sampler and the CPU it takes at 5, 20, 50 Hz.
 
     .venv/bin/python benchmarks/sampler_cost.py [--instances N] [--ticks N] [--seconds S]
+        [--hz 5 20 50]
 
 Each instance is a real process tree (a sleeping python with a sleeping child), a
 kvcached segment in a temporary shm dir and a /metrics page of vLLM's size served by
@@ -148,7 +149,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--instances", type=int, default=4)
     p.add_argument("--ticks", type=int, default=300)
-    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--seconds", type=float, default=3.0, help="per CPU figure")
+    p.add_argument("--hz", type=float, nargs="+", default=[5.0, 20.0, 50.0])
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="kvexp-bench-"))
@@ -199,40 +201,44 @@ def main() -> None:
         wait_for_port(port)
         time.sleep(0.3)
 
-        makers: dict[str, Callable[[], list[Sampler]]] = {
-            "device (fake source)": lambda: [DeviceSampler(FakeDevice(pids), instances, 0.05)],
-            "device (sim file)": lambda: [
-                DeviceSampler(SimDeviceSource(device_file), instances, 0.05, "sim_device")
+        makers: dict[str, Callable[[float], list[Sampler]]] = {
+            "device (fake source)": lambda s: [DeviceSampler(FakeDevice(pids), instances, s)],
+            "device (sim file)": lambda s: [
+                DeviceSampler(SimDeviceSource(device_file), instances, s, "sim_device")
             ],
-            "process (rss)": lambda: [ProcessSampler(instances, 0.05)],
-            "kvcached": lambda: [KvcachedSampler(instances, 0.05, shm_dir=tmp)],
-            "engine metrics": lambda: [EngineMetricsSampler(instances, 0.05, timeout_s=1.0)],
+            "process (rss)": lambda s: [ProcessSampler(instances, s)],
+            "kvcached": lambda s: [KvcachedSampler(instances, s, shm_dir=tmp)],
+            "engine metrics": lambda s: [EngineMetricsSampler(instances, s, timeout_s=1.0)],
         }
         print(
             f"{args.instances} instances, {args.ticks} ticks each; "
             f"/metrics page {len(vllm_metrics_page()) / 1024:.0f} KiB; cpu count {os.cpu_count()}"
+            f"; load average {os.getloadavg()[0]:.2f}"
         )
-        print(
-            f"{'sampler':24} {'p50 µs':>9} {'p99 µs':>9} {'cpu µs':>9} {'samples':>8} "
-            f"{'CPU @20Hz':>10}"
-        )
+        at = "".join(f"{f'CPU @{hz:g}Hz':>11}" for hz in args.hz)
+        print(f"{'sampler':24} {'p50 µs':>9} {'p99 µs':>9} {'cpu µs':>9} {'samples':>8} {at}")
         for name, make in makers.items():
-            (sampler,) = make()
+            (sampler,) = make(0.05)
             p50, p99, cpu, n = per_tick(sampler, args.ticks)
             sampler.close()
-            frac, _ = cpu_fraction(make, args.seconds)
-            print(f"{name:24} {p50:9.0f} {p99:9.0f} {cpu:9.0f} {n:8d} {100 * frac:9.2f}%")
+            fracs = [cpu_fraction(lambda m=make, hz=hz: m(1.0 / hz), args.seconds)[0]
+                     for hz in args.hz]
+            cols = "".join(f"{100 * f:10.2f}%" for f in fracs)
+            print(f"{name:24} {p50:9.0f} {p99:9.0f} {cpu:9.0f} {n:8d} {cols}")
+
+        def everything(interval: float) -> list[Sampler]:
+            return [s for make in makers.values() for s in make(interval)]
+
+        together = [cpu_fraction(lambda hz=hz: everything(1.0 / hz), args.seconds)
+                    for hz in args.hz]
+        cols = "".join(f"{100 * f:10.2f}%" for f, _ in together)
+        print(f"{'all together':24} {'':9} {'':9} {'':9} {'':8} {cols}")
         idle, _ = cpu_fraction(lambda: [], args.seconds)
-
-        def everything() -> list[Sampler]:
-            return [s for make in makers.values() for s in make()]
-
-        frac, ticks = cpu_fraction(everything, args.seconds)
-        print(
-            f"{'all together':24} {'':9} {'':9} {'':9} {'':8} {100 * frac:9.2f}%"
-            f"  ({ticks} ticks; idle process {100 * idle:.2f}%)"
-        )
-        print("CPU @20Hz: this process's CPU time / wall time (the HTTP server is another process)")
+        ticks = ", ".join(f"{t} @{hz:g}Hz" for (_, t), hz in zip(together, args.hz, strict=True))
+        print(f"(all together: {ticks} ticks in {args.seconds:g} s; idle process "
+              f"{100 * idle:.2f}%)")
+        print("CPU @N Hz: this process's CPU time / wall time with every signal sampled N times "
+              "a second (the HTTP server is another process); cpu µs: per tick")
     finally:
         for proc in procs:
             try:

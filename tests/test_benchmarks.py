@@ -1,0 +1,93 @@
+"""The load generator benchmark's parts work: fast server, kvexp client, parsing (no timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.load_generator import Run, anchored_lag, parse_kvexp, parse_vllm
+from kvexp.clock import Clock
+from kvexp.records import InstanceHandle, RequestSpec
+from kvexp.workloads.driver import run_workload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fast_server() -> Iterator[str]:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "fast_server.py")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield f"http://127.0.0.1:{int(proc.stdout.readline().split()[1])}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def server_log(url: str) -> list[list[object]]:
+    with urllib.request.urlopen(url + "/log", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_fast_server_streams_what_the_driver_expects(fast_server: str) -> None:
+    server_log(fast_server)  # cleared
+    specs = [
+        RequestSpec(0, "a", 0.0, max_tokens=5, api="completions", prompt_token_ids=[7] * 9),
+        RequestSpec(1, "a", 0.0, max_tokens=3, api="chat", prompt="hello there"),
+        RequestSpec(2, "a", 0.01, max_tokens=1, api="completions", prompt="x"),
+    ]
+    rows = run_workload(specs, {"a": InstanceHandle("a", fast_server, served_model="fast")},
+                        Clock(), progress=False)
+    assert [r.ok for r in rows] == [True] * 3, [r.error for r in rows]
+    assert [r.completion_tokens for r in rows] == [5, 3, 1]
+    assert rows[0].prompt_tokens == 9 and rows[0].tokens_per_event == [1] * 5
+    assert rows[1].tokens_per_event == [1] * 3 and len(rows[1].itl_s) == 2
+    log = server_log(fast_server)
+    assert sorted(str(e[0]) for e in log) == ["/v1/chat/completions", "/v1/completions",
+                                              "/v1/completions"]
+    assert all(float(e[3]) >= float(e[1]) for e in log)  # end after arrival, monotonic
+    assert server_log(fast_server) == []
+
+
+def test_kvexp_client_rows_parse(fast_server: str, tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kvexp_client.py"), fast_server,
+                    "200", "20", str(out)], check=True, cwd=ROOT)
+    run = Run("kvexp", 200.0, 20)
+    parse_kvexp(out, run)
+    assert run.ok == 20 and not run.error and run.lag is not None and len(run.lag) == 20
+    assert all(e >= s for s, e in zip(run.sent, run.ends, strict=True))
+
+
+def test_parse_vllm_and_anchored_lag(tmp_path: Path) -> None:
+    res = {"start_times": [10.0, 10.011, 10.02, 10.035], "latencies": [0.002, 0.003, None, 0.1],
+           "errors": ["", "", "Traceback ...\nClientError: boom", ""]}
+    (tmp_path / "v.json").write_text(json.dumps(res))
+    run = Run("vllm", 100.0, 4)
+    parse_vllm(tmp_path / "v.json", run)
+    assert run.ok == 3 and "ClientError: boom" in run.error
+    assert run.ends == pytest.approx([10.002, 10.014, 10.02, 10.135])
+    assert anchored_lag(run.sent, 100.0) == pytest.approx([0.0, 0.001, 0.0, 0.005])
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_bench_serve_runs_against_the_fast_server(vllm_python: str, tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "load_generator.py"), "--rates", "50",
+         "--seconds", "0.2", "--min-requests", "10", "--clients", "kvexp", "vllm",
+         "--vllm-python", vllm_python],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("   50 ")]
+    rows = [row for row in rows if row[1] != "|"]  # not the ratio table
+    assert [row[1] for row in rows] == ["kvexp", "vllm"], r.stdout
+    assert all(row[2] == row[3] == "10" for row in rows), r.stdout  # n == ok

@@ -14,8 +14,8 @@ results could differ:
   servers would outlive the worker process that started them).
 
 Shared servers run in the sweep process; points attach to them (`attach.json` in the
-point folder) instead of starting their own. Between points the pool waits until no
-request is running or waiting and the KV cache is empty (vLLM's /metrics).
+point folder) instead of starting their own. Between points the pool waits until every server
+is idle again (`is_idle`): no request running or waiting, KV memory at its idle level.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import httpx
 from kvexp import results
 from kvexp.config import Config, resolve_instances
 from kvexp.gpu_slots import gpu_env, point_gpus
-from kvexp.kvcached_segment import remove_segment
+from kvexp.kvcached_segment import read_segment, remove_segment
 from kvexp.servers import Server, ServerError
 
 # Keys that only the workload side of a point reads.
@@ -63,20 +63,27 @@ def _digest(d: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def is_idle(handle_urls: list[tuple[str, str | None]], client: httpx.Client) -> bool:
-    """No request running or waiting and an empty KV cache on every server."""
+def is_idle(server: Server, kv_baseline: int | None, client: httpx.Client) -> bool:
+    """Back where it was when it became ready: no request running or waiting, and its KV
+    memory at the idle level. That level is, with kvcached, the segment's used bytes at
+    ready (vLLM's own KV usage figure stays above 0 there: seen on the H200, docs/h200.md);
+    with the static pool, an empty cache (vLLM frees a finished request's blocks)."""
     from kvexp.samplers.metrics import engine_figures
 
-    for base_url, metrics_path in handle_urls:
-        if metrics_path is None:
-            continue
+    if server.spec.metrics_path is not None:
         try:
-            figures = engine_figures(client.get(base_url + metrics_path, timeout=5).text)
+            page = client.get(server.base_url + server.spec.metrics_path, timeout=5).text
         except httpx.HTTPError:
             return False
+        figures = engine_figures(page)
         busy = figures.get("num_requests_running", 0) + figures.get("num_requests_waiting", 0)
-        if busy > 0 or figures.get("kv_cache_usage", 0) > 0:
+        if busy > 0:
             return False
+        if kv_baseline is None and figures.get("kv_cache_usage", 0) > 0:
+            return False
+    if kv_baseline is not None and server.spec.ipc_name:
+        seg = read_segment(server.spec.ipc_name)
+        return seg is not None and seg.used_bytes <= kv_baseline
     return True
 
 
@@ -89,6 +96,7 @@ class ServerPool:
         self.info: dict[str, Any] = {}
         self.stop_timeout_s = 20.0
         self._gpus = contextlib.ExitStack()  # the GPUs the shared servers hold
+        self.kv_baseline: dict[str, int] = {}  # kvcached used bytes at ready, per instance
         atexit.register(self.close)
 
     def attach(self, cfg: Config, key: str, sweep_dir: Path, owner: str = "") -> dict[str, Any]:
@@ -110,6 +118,8 @@ class ServerPool:
         except BaseException:
             self.close()
             raise
+        self.kv_baseline = {s.spec.name: seg.used_bytes for s in self.servers
+                            if s.spec.ipc_name and (seg := read_segment(s.spec.ipc_name))}
         self.info = {
             "key": key,
             "gpus": gpus,
@@ -134,9 +144,9 @@ class ServerPool:
             keep, why = False, "the point did not finish"
         else:
             t0 = time.monotonic()
-            urls = [(s.base_url, s.spec.metrics_path) for s in self.servers]
             with httpx.Client() as client:
-                while not is_idle(urls, client):
+                while not all(is_idle(s, self.kv_baseline.get(s.spec.name), client)
+                              for s in self.servers):
                     if time.monotonic() - t0 > IDLE_TIMEOUT_S:
                         keep, why = False, f"not idle {IDLE_TIMEOUT_S:g} s after the point"
                         break

@@ -113,3 +113,27 @@ def test_server_key_ignores_the_workload_and_nothing_else() -> None:
     assert server_key(replace(base, reuse_servers=False)) is None
     cached = _conf("engine=vllm", "engine.vllm.enable_prefix_caching=true")
     assert server_key(cached) is None  # a warm prefix cache would change the next point
+
+
+def test_a_kvcached_server_is_idle_when_its_kv_is_back_to_the_ready_level(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the H200, vLLM's KV usage figure stayed above 0 after a kvcached point's requests
+    had finished, while the segment's used bytes were back at their level at ready."""
+    import httpx
+
+    from kvexp import kvcached_segment
+    from kvexp.engines.base import LaunchSpec
+    from kvexp.server_pool import is_idle
+    from kvexp.servers import Server
+
+    monkeypatch.setattr(kvcached_segment, "SHM_DIR", tmp_path)
+    spec = LaunchSpec("a", ["true"], {}, "127.0.0.1", 1, "m", ipc_name="kvc_a",
+                      metrics_path=None)
+    server, mib = Server(spec, tmp_path / "log"), 2**20
+    with httpx.Client() as client:
+        kvcached_segment.write_segment("kvc_a", 1000 * mib, 48 * mib, 240 * mib)
+        assert is_idle(server, 48 * mib, client)
+        kvcached_segment.write_segment("kvc_a", 1000 * mib, 96 * mib, 240 * mib)
+        assert not is_idle(server, 48 * mib, client)  # a request's pages still mapped
+        kvcached_segment.remove_segment("kvc_a")
+        assert not is_idle(server, 48 * mib, client)  # no segment: not known to be idle

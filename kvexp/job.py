@@ -23,7 +23,7 @@ from kvexp.engine_choice import choose_engine
 from kvexp.gpu_slots import GpuSlotError, gpu_env, point_gpus
 from kvexp.server_pool import POOL, server_key, start_error
 from kvexp.servers import die_with_parent
-from kvexp.sweeper import INTERRUPTED
+from kvexp.sweeper import INTERRUPTED, label_of
 
 
 def choices(cfg: Config, meta: dict[str, Any], groups: dict[str, Any] | None = None
@@ -118,7 +118,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
 
     `shared`: the sweep may share servers between points (kvexp/server_pool.py)."""
     point_dir.mkdir(parents=True, exist_ok=True)
-    label = " ".join(o for o in overrides if not o.startswith("repeat=")) or "defaults"
+    label = label_of(overrides)
     meta: dict[str, Any] = {"status": "pending", "error": "", "point": point_dir.name,
                             "label": label, "overrides": overrides, "job_start": time.time()}
     try:

@@ -42,8 +42,12 @@ class PlannedPoint:
     server_key: str | None  # None: this point's servers are never shared
 
 
+NOT_IN_LABEL = ("repeat=", "report=", "reuse_servers=", "hydra.", "hydra/")
+
+
 def label_of(overrides: Sequence[str]) -> str:
-    return " ".join(o for o in overrides if not o.startswith("repeat=")) or "defaults"
+    """A point's name in tables: its overrides, less those that do not change its results."""
+    return " ".join(o for o in overrides if not o.startswith(NOT_IN_LABEL)) or "defaults"
 
 
 def task_config(cfg: DictConfig) -> DictConfig:

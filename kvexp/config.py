@@ -392,6 +392,9 @@ def check(cfg: Config) -> list[str]:
                         f"the prompt plus output: workload.random_input_len "
                         f"({w.random_input_len}) + workload.max_tokens ({w.max_tokens}); "
                         "raise max_model_len or shorten the requests")
+        elif w.max_tokens >= inst.model.max_model_len:
+            errs.append(f"{where}.model.max_model_len ({inst.model.max_model_len}) leaves no "
+                        f"room for a prompt: workload.max_tokens is {w.max_tokens}")
         if e.kind == "vllm" and e.vllm.device == "cpu" and inst.allocator.kind == "kvcached":
             errs.append("kvcached has no CPU mode: use allocator=static with engine=vllm_cpu")
     ports = [i.port for i in insts if i.port is not None]

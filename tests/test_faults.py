@@ -48,6 +48,7 @@ def assert_nothing_left(tmp_path: Path, sweep: Path) -> None:
      "model.path '/no/such/model' is not a model folder (no config.json there)"),
     (["workload=random_tokens", "workload.random_input_len=500"],
      "model.max_model_len (512) is below the prompt plus output"),
+    (["workload.max_tokens=600"], "model.max_model_len (512) leaves no room for a prompt"),
     (["experiment=two_models", "allocator=static",
       "instances.small.allocator.gpu_memory_utilization=0.7"],
      "static split cannot fit on one device"),

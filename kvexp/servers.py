@@ -52,13 +52,26 @@ def port_in_use(host: str, port: int) -> str | None:
     return "in use"
 
 
-def die_with_parent() -> None:
-    """In a child, before exec: SIGTERM when the parent dies (Linux), so nothing is orphaned
-    even if the parent is SIGKILLed. Harmless where prctl does not exist."""
-    with contextlib.suppress(Exception):
+def _load_prctl() -> Any:
+    """libc's prctl, looked up here in the parent: between fork and exec (where other
+    threads' locks may be held) the child only calls it, loading nothing."""
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _load_prctl()
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: SIGTERM when the parent dies (Linux), so nothing is orphaned
+    even if the parent is SIGKILLed. Does nothing where prctl does not exist."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def exit_reason(code: int | None) -> str:

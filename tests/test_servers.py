@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -79,3 +80,24 @@ def test_a_server_killed_by_sigkill_says_what_usually_does_that(tmp_path: Path) 
     server.proc.wait(timeout=10)  # type: ignore[union-attr]
     msg = str(server.died_error())
     assert "killed by SIGKILL" in msg and "OOM killer" in msg
+
+
+def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """The parent is SIGKILLed (no clean-up at all): its server still gets SIGTERM."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from kvexp.engines.base import LaunchSpec\n"
+        "from kvexp.servers import Server\n"
+        "spec = LaunchSpec('s', [sys.executable, '-c', 'import time; time.sleep(120)'], {},\n"
+        "                  '127.0.0.1', 1, 'm')\n"
+        f"s = Server(spec, Path({str(tmp_path / 'log')!r}))\n"
+        "s.start()\n"
+        "print(s.proc.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(parent.stdout.readline()))  # type: ignore[union-attr]
+    parent.kill()
+    parent.wait()
+    child.wait(timeout=10)  # raises TimeoutExpired if it outlived its parent

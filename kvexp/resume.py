@@ -2,8 +2,9 @@
 
 The sweep's overrides come from `DIR/multirun.yaml` (Hydra writes it); points that
 finished are kept, failed or interrupted ones run again (their earlier attempt is
-moved to `<point>/previous/`). Extra overrides are appended (e.g. a longer timeout);
-ones that change a finished point's config are refused before anything starts.
+moved to `<point>/previous/`). Extra overrides are appended: Hydra's own (e.g. a longer
+`hydra.launcher.timeout_min`) change nothing of the points; others make them another
+sweep, which is refused before anything starts.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from kvexp.config import register_configs
 SUBCOMMANDS = {"report": "kvexp.report.__main__", "top": "kvexp.top", "resume": "kvexp.resume"}
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # absolute: console script too
 _UID = secrets.token_hex(3)
-_STATE: dict[str, Any] = {}  # the point being run, the signal that stopped us
+_STATE: dict[str, Path] = {}  # the point being run, for the message after Ctrl-C
 
 OmegaConf.register_new_resolver("kvexp_uid", lambda: _UID, replace=True)
 register_configs()
@@ -52,11 +52,6 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     return run_job(cfg, _STATE["point_dir"], list(hc.overrides.task), groups, shared=shared)
 
 
-def _sigterm(signum: int, frame: Any) -> None:
-    _STATE["signal"] = signum
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def entry() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         import importlib
@@ -64,18 +59,21 @@ def entry() -> None:
         name = sys.argv.pop(1)
         sys.argv[0] = f"kvexp {name}"
         sys.exit(importlib.import_module(SUBCOMMANDS[name]).main())
-    signal.signal(signal.SIGTERM, _sigterm)
     from kvexp.server_pool import POOL
+    from kvexp.sweep_state import SWEEP
 
+    def on_sigterm(signum: int, frame: Any) -> None:
+        SWEEP["signal"] = signum  # the exit code: 128 + it
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         main()
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # clean-up must not be interrupted
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         POOL.close()
-        code = 128 + _STATE.get("signal", signal.SIGINT)
-        from kvexp.sweeper import SWEEP
-
+        code = 128 + SWEEP.get("signal", signal.SIGINT)
         point = _STATE.get("point_dir")
         sweep = point.parent if point is not None else SWEEP.get("dir")
         if sweep is None or not sweep.is_dir():

@@ -409,10 +409,15 @@ def check(cfg: Config) -> list[str]:
     return errs
 
 
-def config_hash(cfg: Config) -> str:
-    """A short digest of a point's whole config: a resumed sweep reruns nothing that matches."""
-    text = json.dumps(asdict(cfg), sort_keys=True, default=str)
+def digest(data: Any) -> str:
+    """A short, stable digest of plain data (dicts, lists, scalars)."""
+    text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: Config) -> str:
+    """A point's whole config, digested: a resumed sweep reruns nothing that matches."""
+    return digest(asdict(cfg))
 
 
 def to_config(cfg: DictConfig | dict) -> Config:

@@ -21,9 +21,10 @@ from kvexp import results
 from kvexp.config import Config, ConfigError, config_hash, resolve_instances, to_config
 from kvexp.engine_choice import choose_engine
 from kvexp.gpu_slots import GpuSlotError, gpu_env, point_gpus
-from kvexp.server_pool import POOL, server_key, start_error
-from kvexp.servers import die_with_parent
-from kvexp.sweeper import INTERRUPTED, label_of
+from kvexp.server_pool import POOL, server_key
+from kvexp.servers import die_with_parent, error_text
+from kvexp.sweep_state import INTERRUPTED
+from kvexp.sweeper import label_of
 
 
 def choices(cfg: Config, meta: dict[str, Any], groups: dict[str, Any] | None = None
@@ -47,7 +48,8 @@ def choices(cfg: Config, meta: dict[str, Any], groups: dict[str, Any] | None = N
     }
 
 
-def _fail(point_dir: Path, meta: dict[str, Any], error: str) -> dict[str, Any]:
+def record_failure(point_dir: Path, meta: dict[str, Any], error: str) -> dict[str, Any]:
+    """Write `meta` as a failed point (point.json and a summary row) and return it."""
     meta.update(status="failed", error=error)
     results.write_json(meta, point_dir / "point.json")
     summary = {**meta.get("choices", {"point": meta["point"], "label": meta["label"]}),
@@ -125,15 +127,15 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
         conf = to_config(cfg)
     except ConfigError as exc:
         print(f"[kvexp] point {point_dir.name} ({label}): {exc}", file=sys.stderr)
-        return _fail(point_dir, meta, str(exc))
-    if (point_dir.parent / INTERRUPTED).exists():
-        return _fail(point_dir, meta, "not run: the sweep was interrupted")
+        return record_failure(point_dir, meta, str(exc))
     digest = config_hash(conf)
     done = _earlier_run(point_dir, overrides, digest)
     if done is not None:
         print(f"[kvexp] point {point_dir.name} ({label}): finished in an earlier run, kept",
               flush=True)
         return done
+    if (point_dir.parent / INTERRUPTED).exists():
+        return record_failure(point_dir, meta, "not run: the sweep was interrupted")
     kind, reason = choose_engine(conf)
     key = server_key(conf) if shared else None
     conf.engine.kind = kind
@@ -152,19 +154,19 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
                     results.write_json(meta, point_dir / "point.json")
                 rc = _run_point_process(conf, point_dir, gpu_env(gpus))
         except GpuSlotError as exc:
-            return _fail(point_dir, meta, str(exc))
+            return record_failure(point_dir, meta, str(exc))
     else:
         try:
             attach = POOL.attach(conf, key, point_dir.parent, owner=str(point_dir.parent))
         except Exception as exc:  # noqa: BLE001 - the point fails, the sweep goes on
-            return _fail(point_dir, meta, start_error(exc))
+            return record_failure(point_dir, meta, error_text(exc))
         results.write_json(attach, point_dir / "attach.json")
         rc = _run_point_process(conf, point_dir, None)
     meta = json.loads((point_dir / "point.json").read_text())
     meta["job_end"] = time.time()  # with job_start: the point's whole wall time, sweep side
     results.write_json(meta, point_dir / "point.json")
     if rc != 0 and meta.get("status") not in ("failed",):
-        meta = _fail(point_dir, meta, f"point process exited with code {rc}")
+        meta = record_failure(point_dir, meta, f"point process exited with code {rc}")
     if key is not None:
         POOL.after_point(point_dir, meta)
     return meta

@@ -32,6 +32,7 @@ from kvexp.servers import (
     PortTaken,
     Server,
     ServerError,
+    error_text,
     free_port,
     wait_ready,
 )
@@ -41,7 +42,7 @@ GIB = 2**30
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so that clean-up runs."""
+    """Ctrl-C or SIGTERM, turned into an exception so that clean-up runs."""
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -242,11 +243,10 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         meta["status"] = "failed"
         if isinstance(exc, KeyboardInterrupt):
             meta["error"] = "interrupted (Ctrl-C or SIGTERM)"
-        elif isinstance(exc, ServerError):
-            meta["error"] = str(exc)
         else:
-            meta["error"] = f"{type(exc).__name__}: {exc}"
-            meta["traceback"] = traceback.format_exc()
+            meta["error"] = error_text(exc)
+            if not isinstance(exc, ServerError):
+                meta["traceback"] = traceback.format_exc()
         if isinstance(exc, KeyboardInterrupt):
             raise
     finally:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -32,10 +31,10 @@ from typing import Any
 import httpx
 
 from kvexp import results
-from kvexp.config import Config, resolve_instances
+from kvexp.config import Config, digest, resolve_instances
 from kvexp.gpu_slots import gpu_env, point_gpus
 from kvexp.kvcached_segment import read_segment, remove_segment
-from kvexp.servers import Server, ServerError
+from kvexp.servers import Server
 
 # Keys that only the workload side of a point reads.
 POINT_ONLY = ("workload", "sampler", "burst_size", "report", "name", "repeats", "reuse_servers")
@@ -54,13 +53,7 @@ def server_key(cfg: Config) -> str | None:
         d.pop(k, None)
     for inst in d.get("instances", {}).values():
         inst.pop("workload", None)
-    return _digest(d)
-
-
-def _digest(d: dict[str, Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(d)
 
 
 def is_idle(server: Server, kv_baseline: int | None, client: httpx.Client) -> bool:
@@ -111,7 +104,6 @@ class ServerPool:
         device_path = sim_device_path(cfg, home)
         launch = time.time()
         try:
-            self._gpus = contextlib.ExitStack()
             gpus = self._gpus.enter_context(point_gpus(cfg.engine, owner))  # held until close
             env = gpu_env(gpus, {}) or {}
             start_servers(cfg, resolve_instances(cfg), home, self.servers, env=env)
@@ -163,9 +155,9 @@ class ServerPool:
         for s in self.servers:
             with contextlib.suppress(Exception):
                 s.stop(self.stop_timeout_s)
-        for spec in [s.spec for s in self.servers]:
-            if spec.ipc_name:
-                remove_segment(spec.ipc_name)
+        for s in self.servers:
+            if s.spec.ipc_name:
+                remove_segment(s.spec.ipc_name)
         self.servers, self.key, self.info = [], None, {}
         self._gpus.close()
 
@@ -182,6 +174,3 @@ def _set_error(point_dir: Path, meta: dict[str, Any], error: str) -> None:
 
 POOL = ServerPool()
 
-
-def start_error(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"

@@ -23,6 +23,12 @@ class ServerError(RuntimeError):
     """A server that could not start, died, or did not become ready; the message has its log."""
 
 
+def error_text(exc: BaseException) -> str:
+    """An error for point.json: a ServerError's own message (it says which server and has
+    its log), anything else with its type."""
+    return str(exc) if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
+
+
 class PortTaken(ServerError):
     """The server's port is held by another process."""
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kvexp import results
 from kvexp.config import ConfigError, config_hash, to_config
+from kvexp.sweep_state import INTERRUPTED, SWEEP
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
@@ -67,9 +68,11 @@ def plan(jobs: list[list[str]], configs: list[DictConfig], reuse: bool,
     from kvexp.server_pool import server_key
 
     problems, points = [], []
-    varying = {o.split("=", 1)[0] for j in jobs for o in j} if len(jobs) > 1 else set()
-    varying = {k for k in varying if len({o for j in jobs for o in j
-                                          if o.split("=", 1)[0] == k}) > 1} - {"repeat"}
+    values: dict[str, set[str]] = {}
+    for o in (o for j in jobs for o in j):
+        key, _, value = o.partition("=")
+        values.setdefault(key, set()).add(value)
+    varying = {k for k, v in values.items() if len(v) > 1} - {"repeat"}
     for overrides, cfg in zip(jobs, configs, strict=True):
         try:
             conf = to_config(task_config(cfg))
@@ -169,9 +172,6 @@ class ValidatingSweeper(BasicSweeper):
         return returns
 
 
-SWEEP: dict[str, Path] = {}  # the running sweep's folder, for the message after Ctrl-C
-INTERRUPTED = ".interrupted"  # in the sweep folder: no new point may start
-
 
 def _job_failed(point_dir: Path, overrides: Sequence[str], exc: object) -> None:
     """A job that ended in an exception outside kvexp's own handling: record its point."""
@@ -184,10 +184,10 @@ def _job_failed(point_dir: Path, overrides: Sequence[str], exc: object) -> None:
                 "overrides": list(overrides)}
     if meta.get("status") in ("ok", "failed"):
         return  # kvexp recorded it already
-    from kvexp.job import _fail
+    from kvexp.job import record_failure
 
     point_dir.mkdir(parents=True, exist_ok=True)
-    _fail(point_dir, meta, error)
+    record_failure(point_dir, meta, error)
 
 
 def _stop_points_first(signum: int, frame: Any) -> None:
@@ -207,9 +207,7 @@ def _stop_points_first(signum: int, frame: Any) -> None:
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGINT)
     psutil.wait_procs(running, timeout=120)
-    from kvexp import __main__ as entry
-
-    entry._STATE["signal"] = signum
+    SWEEP["signal"] = signum
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -147,8 +147,11 @@ def test_parallel_points_each_get_their_own_gpu(tmp_path: Path) -> None:
     assert_nothing_survives(tmp_path)
 
 
-@pytest.mark.parametrize("to", ["process group", "main process"])
-def test_ctrl_c_under_joblib_keeps_the_running_points_data(tmp_path: Path, to: str) -> None:
+@pytest.mark.parametrize("to, sig", [("process group", signal.SIGINT),
+                                     ("main process", signal.SIGINT),
+                                     ("main process", signal.SIGTERM)])
+def test_ctrl_c_under_joblib_keeps_the_running_points_data(tmp_path: Path, to: str,
+                                                           sig: signal.Signals) -> None:
     sweep = tmp_path / "sweep"
     env = {**os.environ, "KVEXP_SHM_DIR": str(tmp_path), MARK: str(tmp_path)}
     proc = subprocess.Popen(
@@ -162,11 +165,11 @@ def test_ctrl_c_under_joblib_keeps_the_running_points_data(tmp_path: Path, to: s
         time.sleep(0.2)
     time.sleep(1)
     if to == "process group":  # what a terminal's Ctrl-C does
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
     else:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
     out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 130, out[-3000:]
+    assert proc.returncode == 128 + sig, out[-3000:]  # 130 for Ctrl-C, 143 for SIGTERM
     ran = [m for m in points(sweep) if m["error"] != "not run: the sweep was interrupted"]
     assert len(ran) == 2
     for meta in ran:

@@ -1,0 +1,13 @@
+"""What the process running a sweep knows of it, shared by the sweeper and `python -m kvexp`.
+
+Kept apart from kvexp/sweeper.py, which subclasses Hydra's BasicSweeper and so must not
+be imported before Hydra has loaded its plugins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INTERRUPTED = ".interrupted"  # a file in the sweep folder: no new point may start
+# The running sweep: its folder ("dir") and the signal that interrupted it ("signal").
+SWEEP: dict[str, Any] = {}

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.kvexp_client import load_driver  # noqa: E402
 from kvexp.clock import Clock  # noqa: E402
-from kvexp.records import InstanceHandle, RequestSpec  # noqa: E402
+from kvexp.results.records import InstanceHandle, RequestSpec  # noqa: E402
 from kvexp.workloads.driver import run_workload  # noqa: E402
 
 

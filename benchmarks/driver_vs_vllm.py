@@ -46,7 +46,7 @@ def kvexp_client(url: str, model: str, out: Path, args: argparse.Namespace) -> N
     from kvexp_client import schedule  # noqa: PLC0415  (benchmarks/ is not a package)
 
     from kvexp.clock import Clock
-    from kvexp.records import InstanceHandle
+    from kvexp.results.records import InstanceHandle
     from kvexp.workloads.driver import run_workload
 
     specs = schedule(args.rate, args.num, "poisson", args.input_len, args.output_len)

@@ -23,7 +23,7 @@ from typing import Any
 
 from kvexp.clock import Clock
 from kvexp.config import WorkloadConfig
-from kvexp.records import InstanceHandle, RequestRow, RequestSpec
+from kvexp.results.records import InstanceHandle, RequestRow, RequestSpec
 from kvexp.workloads.driver import run_workload
 from kvexp.workloads.schedules import build_schedule
 

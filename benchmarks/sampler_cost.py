@@ -28,7 +28,7 @@ import psutil
 
 from kvexp.clock import Clock
 from kvexp.kvcached_segment import write_segment
-from kvexp.records import InstanceHandle
+from kvexp.results.records import InstanceHandle
 from kvexp.samplers import (
     DeviceSampler,
     EngineMetricsSampler,

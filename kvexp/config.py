@@ -193,7 +193,7 @@ class EngineConfig:
     ready_timeout_s: float = 600.0
     stop_timeout_s: float = 20.0
     sequential_start: bool = True  # start instances one at a time (vLLM profiles free memory)
-    # Points run in parallel on one host (kvexp/gpu_slots.py): each holds its own GPUs.
+    # Points run in parallel on one host (kvexp/sweep/gpu_slots.py): each holds its own GPUs.
     gpus_per_point: int = 1  # GPUs one point's servers get (CUDA_VISIBLE_DEVICES)
     gpu_ids: list[int] | None = None  # the host GPUs kvexp may use; None = every visible one
     gpu_lock_dir: str = "/tmp/kvexp-gpu-locks"  # per-GPU lock files, shared by all runs
@@ -226,7 +226,7 @@ class Config:
     report: bool = True
     models_dir: str = "~/.cache/kvexp/models"
     # In a sequential multirun, consecutive points whose servers would be started the same
-    # way share them (see kvexp/server_pool.py); false = a fresh server for every point.
+    # way share them (see kvexp/sweep/server_pool.py); false = a fresh server for every point.
     reuse_servers: bool = True
 
 
@@ -347,7 +347,7 @@ def check(cfg: Config) -> list[str]:
         errs.append(f"engine.port must be in 1024..65535, got {e.port}")
     if e.ready_timeout_s <= 0:
         errs.append(f"engine.ready_timeout_s must be > 0, got {e.ready_timeout_s}")
-    from kvexp.gpu_slots import check_gpu_settings
+    from kvexp.sweep.gpu_slots import check_gpu_settings
 
     errs += check_gpu_settings(e.gpus_per_point, e.gpu_ids)
     if e.gpu_wait_timeout_s <= 0:

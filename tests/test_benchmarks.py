@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.load_generator import Run, anchored_lag, parse_kvexp, parse_vllm
 from kvexp.clock import Clock
-from kvexp.records import InstanceHandle, RequestSpec
+from kvexp.results.records import InstanceHandle, RequestSpec
 from kvexp.workloads.driver import run_workload
 
 ROOT = Path(__file__).resolve().parent.parent

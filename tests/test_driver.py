@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from kvexp.clock import Clock
-from kvexp.records import InstanceHandle, RequestRow, RequestSpec
+from kvexp.results.records import InstanceHandle, RequestRow, RequestSpec
 from kvexp.workloads.driver import drive, run_workload
 from tests.delay_server import DelayServer
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kvexp import gpu_slots
+from kvexp.sweep import gpu_slots
 from kvexp.config import EngineConfig
-from kvexp.gpu_slots import GpuSlotError, claim_gpus, gpu_env, nvml_index, point_gpus
+from kvexp.sweep.gpu_slots import GpuSlotError, claim_gpus, gpu_env, nvml_index, point_gpus
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +92,7 @@ def test_a_slot_is_released_when_its_holder_raises(tmp_path: Path) -> None:
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from kvexp.gpu_slots import claim_gpus
+    from kvexp.sweep.gpu_slots import claim_gpus
     with claim_gpus(1, [0, 1], sys.argv[1], timeout_s=20) as gpus:
         print(",".join(map(str, gpus)), flush=True)
         time.sleep(120)

@@ -190,7 +190,7 @@ def test_fixed_ports_are_refused_when_points_run_together(tmp_path: Path) -> Non
 
 
 def test_a_job_the_launcher_lost_is_a_failed_point(tmp_path: Path) -> None:
-    from kvexp.sweeper import _job_failed
+    from kvexp.sweep.sweeper import _job_failed
 
     (tmp_path / "3").mkdir()
     (tmp_path / "3" / "point.json").write_text(json.dumps(

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kvexp.records import RequestRow, Sample
 from kvexp.report import print_summary, render_report
 from kvexp.report.__main__ import main
 from kvexp.results import load, write_json, write_memory, write_requests, write_summary
-from kvexp.summary import summarize
+from kvexp.results.records import RequestRow, Sample
+from kvexp.results.summary import summarize
 
 GIB = 2**30
 START = 1000.0
@@ -79,7 +79,7 @@ def _memory(instances: list[str], burst: int, allocator: str, waves: list[tuple[
 
 def make_point(d: Path, *, allocator: str, burst: int, repeat: int,
                models: tuple[str, ...] = ("a",), sim: bool = False) -> None:
-    """A complete ok point: requests, memory, point.json and summary (via kvexp.summary)."""
+    """A complete ok point: requests, memory, point.json and summary (via kvexp.results.summary)."""
     d.mkdir(parents=True)
     ready, w_start = START + 2.0, START + 5.0
     wave_starts = [w_start + 6.0 * k for k in range(3)]

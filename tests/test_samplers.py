@@ -19,7 +19,7 @@ import pytest
 from kvexp.clock import Clock
 from kvexp.config import SamplerConfig
 from kvexp.kvcached_segment import write_segment
-from kvexp.records import InstanceHandle, Sample
+from kvexp.results.records import InstanceHandle, Sample
 from kvexp.samplers import (
     DeviceSampler,
     EngineMetricsSampler,

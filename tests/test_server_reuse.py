@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from kvexp.config import to_config
 from kvexp.results import load
-from kvexp.server_pool import server_key
+from kvexp.sweep.server_pool import server_key
 from tests.test_faults import assert_nothing_left
 from tests.test_runner import FAST, ROOT, kvexp
 
@@ -123,8 +123,8 @@ def test_a_kvcached_server_is_idle_when_its_kv_is_back_to_the_ready_level(
 
     from kvexp import kvcached_segment
     from kvexp.engines.base import LaunchSpec
-    from kvexp.server_pool import is_idle
-    from kvexp.servers import Server
+    from kvexp.engines.servers import Server
+    from kvexp.sweep.server_pool import is_idle
 
     monkeypatch.setattr(kvcached_segment, "SHM_DIR", tmp_path)
     spec = LaunchSpec("a", ["true"], {}, "127.0.0.1", 1, "m", ipc_name="kvc_a",

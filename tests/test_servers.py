@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from kvexp.engines.base import LaunchSpec
-from kvexp.servers import Server, ServerError, free_port
+from kvexp.engines.servers import Server, ServerError, free_port
 
 # A "server" that starts a worker ignoring SIGTERM, then dies: the worker is orphaned.
 DIES_LEAVING_A_STUBBORN_WORKER = (
@@ -55,7 +55,7 @@ def test_a_port_in_use_is_refused_with_its_holder(tmp_path: Path) -> None:
 
 def test_a_picked_port_taken_meanwhile_is_picked_again(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvexp import runner
+    from kvexp.point import runner
     from tests.test_server_reuse import _conf
 
     cfg = _conf("engine=sim", "model=tiny", "engine.sim.gpu=tiny", "engine.sim.startup_s=0")
@@ -88,7 +88,7 @@ def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
         "import sys, time\n"
         "from pathlib import Path\n"
         "from kvexp.engines.base import LaunchSpec\n"
-        "from kvexp.servers import Server\n"
+        "from kvexp.engines.servers import Server\n"
         "spec = LaunchSpec('s', [sys.executable, '-c', 'import time; time.sleep(120)'], {},\n"
         "                  '127.0.0.1', 1, 'm')\n"
         f"s = Server(spec, Path({str(tmp_path / 'log')!r}))\n"

@@ -18,7 +18,7 @@ import pytest
 
 from kvexp.config import AllocatorConfig, EngineConfig, ModelConfig, ResolvedInstance
 from kvexp.engines.base import LaunchSpec
-from kvexp.engines.vllm import build_vllm_launch
+from kvexp.engines.vllm.launch import build_vllm_launch
 from tests.conftest import model_from_conf
 
 pytestmark = pytest.mark.vllm

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kvexp.config import AllocatorConfig, EngineConfig, ModelConfig, ResolvedInstance
-from kvexp.engines.vllm import build_vllm_launch, cuda_available, vllm_available
+from kvexp.engines.vllm.launch import build_vllm_launch, cuda_available, vllm_available
 from tests.conftest import model_from_conf
 
 KVCACHED_VARS = {

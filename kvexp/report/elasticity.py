@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kvexp.summary import GIB, device_series, kv_held_series, per_tick
+from kvexp.results.summary import GIB, device_series, kv_held_series, per_tick
 
 PAGE_BYTES = 2 * 2**20
 REL_THRESHOLD = 0.01

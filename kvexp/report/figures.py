@@ -30,7 +30,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from kvexp.report.elasticity import waves_of  # noqa: E402
 from kvexp.report.tables import ALLOCATOR_KEYS, REPEAT_KEYS  # noqa: E402
 from kvexp.results import Results  # noqa: E402
-from kvexp.summary import DEVICE_SOURCES, GIB, as_series_frame, device_series, per_tick  # noqa: E402
+from kvexp.results.summary import DEVICE_SOURCES, GIB, as_series_frame, device_series, per_tick  # noqa: E402
 
 MAX_PANELS = 24
 MAX_POINT_PANELS = 12

@@ -20,7 +20,7 @@ import pandas as pd
 from kvexp.report.elasticity import elasticity_table
 from kvexp.report.stats import bootstrap_ci, compare, format_ci
 from kvexp.results import Results
-from kvexp.summary import latency_figures, memory_figures
+from kvexp.results.summary import latency_figures, memory_figures
 
 ALLOCATOR_KEYS = ("allocator", "allocator.kind")
 REPEAT_KEYS = ("repeat",)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kvexp.config import SamplerConfig
-from kvexp.records import InstanceHandle
+from kvexp.results.records import InstanceHandle
 from kvexp.samplers.base import Sampler, SamplerGroup
 from kvexp.samplers.device import (
     DeviceMemorySource,

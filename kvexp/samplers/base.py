@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from kvexp.clock import Clock
-from kvexp.records import Sample
+from kvexp.results.records import Sample
 
 log = logging.getLogger(__name__)
 

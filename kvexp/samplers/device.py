@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from kvexp.records import InstanceHandle, Sample
+from kvexp.results.records import InstanceHandle, Sample
 from kvexp.samplers.process import ProcessTrees
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kvexp.kvcached_segment import read_segment
-from kvexp.records import InstanceHandle, Sample
+from kvexp.results.records import InstanceHandle, Sample
 
 
 class KvcachedSampler:

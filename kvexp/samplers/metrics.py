@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from kvexp.records import InstanceHandle, Sample
+from kvexp.results.records import InstanceHandle, Sample
 
 log = logging.getLogger(__name__)
 

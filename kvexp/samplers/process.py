@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import psutil
 
-from kvexp.records import InstanceHandle, Sample
+from kvexp.results.records import InstanceHandle, Sample
 
 _GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
 

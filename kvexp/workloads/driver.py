@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kvexp.clock import Clock
-from kvexp.records import InstanceHandle, RequestRow, RequestSpec
+from kvexp.results.records import InstanceHandle, RequestRow, RequestSpec
 from kvexp.workloads.http11 import Client, ConnectError, Origin, ProtocolError, Response
 
 log = logging.getLogger(__name__)

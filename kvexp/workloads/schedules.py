@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kvexp.records import RequestSpec
+from kvexp.results.records import RequestSpec
 from kvexp.workloads.prompts import cycled, random_token_ids
 
 KINDS = ("bursty", "alternating", "poisson", "gamma", "onoff")

@@ -10,7 +10,7 @@ def choose_engine(cfg: Config) -> tuple[str, str]:
     kind = cfg.engine.kind
     if kind != "auto":
         return kind, f"engine={kind} was asked for"
-    from kvexp.engines.vllm import cuda_available, vllm_available
+    from kvexp.engines.vllm.launch import cuda_available, vllm_available
 
     gpu, gpu_why = cuda_available()
     if not gpu:

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from kvexp.config import to_config
-from kvexp.runner import run_point
+from kvexp.point.runner import run_point
 
 
 def main(argv: list[str]) -> int:

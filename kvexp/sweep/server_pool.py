@@ -32,9 +32,9 @@ import httpx
 
 from kvexp import results
 from kvexp.config import Config, digest, resolve_instances
-from kvexp.gpu_slots import gpu_env, point_gpus
+from kvexp.engines.servers import Server
 from kvexp.kvcached_segment import read_segment, remove_segment
-from kvexp.servers import Server
+from kvexp.sweep.gpu_slots import gpu_env, point_gpus
 
 # Keys that only the workload side of a point reads.
 POINT_ONLY = ("workload", "sampler", "burst_size", "report", "name", "repeats", "reuse_servers")
@@ -97,7 +97,7 @@ class ServerPool:
         if key == self.key and all(s.exit_code() is None for s in self.servers):
             return {**self.info, "reused": True}
         self.close()
-        from kvexp.runner import sim_device_path, start_servers
+        from kvexp.point.runner import sim_device_path, start_servers
 
         home = sweep_dir / ".servers" / key
         self.key, self.stop_timeout_s = key, cfg.engine.stop_timeout_s

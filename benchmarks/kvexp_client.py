@@ -8,6 +8,7 @@ line up with the fast server's log and vLLM's `start_times`.
 
     .venv/bin/python benchmarks/kvexp_client.py URL RATE N OUT.json [--arrivals poisson]
         [--driver FILE]   (run_workload from FILE, e.g. `git show REV:kvexp/workloads/driver.py`)
+        [--http aiohttp]  (the driver with aiohttp in place of its http11 client)
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true", help="show the driver's progress bar")
     ap.add_argument("--profile", type=Path, help="write cProfile stats (CPU time) here")
     ap.add_argument("--driver", type=Path, help="take run_workload from this file instead")
+    ap.add_argument("--http", choices=("http11", "aiohttp"), default="http11",
+                    help="the driver's HTTP client (aiohttp: benchmarks/aiohttp_transport.py)")
     args = ap.parse_args()
+    if args.http == "aiohttp":
+        from aiohttp_transport import install  # beside this file
+
+        install()
 
     specs = schedule(args.rate, args.n, args.arrivals, args.input_len, args.output_len)
     instances = {"a": InstanceHandle("a", args.url, served_model="fast")}

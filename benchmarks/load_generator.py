@@ -6,6 +6,8 @@ each client as its own process against it, `rate x --seconds` requests (at least
 `--min-requests`):
 
 - kvexp: `benchmarks/kvexp_client.py`, i.e. `run_workload` with a kvexp schedule;
+- aiohttp: the same driver with aiohttp in place of its HTTP client (`kvexp_client.py
+  --http aiohttp`, `benchmarks/aiohttp_transport.py`);
 - before (with `--baseline-driver FILE`): the same with `run_workload` from FILE, e.g. an
   earlier driver from `git show REV:kvexp/workloads/driver.py`;
 - vllm: `vllm bench serve --backend openai --dataset-name random --ignore-eos ...` from
@@ -180,10 +182,13 @@ def fetch_log(url: str) -> list[list[float | str]]:
 
 def kvexp_cmd(client: str, rate: float, n: int, out: Path, args: argparse.Namespace,
               url: str) -> list[str]:
-    """kvexp's client; "before" runs the driver file of --baseline-driver."""
+    """kvexp's client; "before" runs the driver file of --baseline-driver, "aiohttp" the
+    driver with aiohttp as its HTTP client."""
     cmd = [sys.executable, str(HERE / "kvexp_client.py"), url, str(rate), str(n), str(out),
            "--arrivals", args.arrivals, "--input-len", str(args.input_len),
            "--output-len", str(args.output_len)]
+    if client == "aiohttp":
+        cmd += ["--http", "aiohttp"]
     return cmd + (["--driver", str(args.baseline_driver)] if client == "before" else [])
 
 
@@ -255,13 +260,13 @@ def print_table(runs: list[Run], constant: bool) -> None:
             print(f"{'':13}{r.error}")
 
 
-def print_ratios(runs: list[Run], client: str) -> None:
-    """`client`'s achieved rate and CPU per request over vLLM's, per rate."""
+def print_ratios(runs: list[Run], client: str, over: str = "vllm") -> None:
+    """`client`'s achieved rate and CPU per request over `over`'s, per rate."""
     by = {(r.client, r.rate): r for r in runs if r.sent}
-    a, c = f"achieved {client}/vllm", f"cpu/req {client}/vllm"
+    a, c = f"achieved {client}/{over}", f"cpu/req {client}/{over}"
     print(f"\n{'rate':>5} | {a:>20} | {c:>19}")
     for rate in sorted({r.rate for r in runs}):
-        k, v = by.get((client, rate)), by.get(("vllm", rate))
+        k, v = by.get((client, rate)), by.get((over, rate))
         if k is None or v is None:
             print(f"{rate:5g} | {'n/a':>20} | {'n/a':>19}")
             continue
@@ -318,7 +323,8 @@ def main() -> None:
     ap.add_argument("--input-len", type=int, default=32)
     ap.add_argument("--output-len", type=int, default=16)
     ap.add_argument("--itl-ms", type=float, default=0.0, help="server's gap between tokens")
-    ap.add_argument("--clients", nargs="+", choices=("kvexp", "vllm"), default=["kvexp", "vllm"])
+    ap.add_argument("--clients", nargs="+", choices=("kvexp", "aiohttp", "vllm"),
+                    default=["kvexp", "vllm"])
     ap.add_argument("--vllm-python", type=Path, default=VLLM_PYTHON)
     ap.add_argument("--baseline-driver", type=Path,
                     help="also run kvexp with this driver file, as client 'before'")
@@ -340,7 +346,7 @@ def main() -> None:
         print(f"fast server pid {server.pid} at {url}: {args.output_len} tokens per reply, "
               f"itl {args.itl_ms:g} ms; prompts {args.input_len} tokens; {args.arrivals} "
               f"arrivals; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
-        clients = [c for c in ("kvexp", "before", "vllm") if c in args.clients
+        clients = [c for c in ("kvexp", "aiohttp", "before", "vllm") if c in args.clients
                    or (c == "before" and args.baseline_driver)]
         runs = []
         for rate in args.rates:
@@ -354,6 +360,8 @@ def main() -> None:
         if "vllm" in clients:
             for client in (c for c in clients if c != "vllm"):
                 print_ratios(runs, client)
+        if "aiohttp" in clients and "kvexp" in clients:
+            print_ratios(runs, "aiohttp", over="kvexp")
         if args.profile:
             rate = args.profile_rate or max(args.rates)
             n = max(args.min_requests, round(rate * args.seconds))

@@ -60,11 +60,49 @@ def test_fast_server_streams_what_the_driver_expects(fast_server: str) -> None:
 def test_kvexp_client_rows_parse(fast_server: str, tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kvexp_client.py"), fast_server,
-                    "200", "20", str(out)], check=True, cwd=ROOT)
+                    "200", "20", str(out)], check=True, cwd=ROOT,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
     run = Run("kvexp", 200.0, 20)
     parse_kvexp(out, run)
     assert run.ok == 20 and not run.error and run.lag is not None and len(run.lag) == 20
     assert all(e >= s for s, e in zip(run.sent, run.ends, strict=True))
+
+
+def test_kvexp_client_over_aiohttp_rows_parse(fast_server: str, tmp_path: Path) -> None:
+    pytest.importorskip("aiohttp")
+    out = tmp_path / "rows.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kvexp_client.py"), fast_server,
+                    "200", "20", str(out), "--http", "aiohttp"], check=True, cwd=ROOT,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    run = Run("aiohttp", 200.0, 20)
+    parse_kvexp(out, run)
+    assert run.ok == 20 and not run.error, run.error
+    assert json.loads(out.read_text())[0]["tokens"] == 16
+
+
+def test_aiohttp_client_stands_in_for_http11(fast_server: str) -> None:
+    pytest.importorskip("aiohttp")
+    import asyncio
+
+    from benchmarks.aiohttp_transport import AiohttpClient
+    from kvexp.workloads.http11 import Origin
+
+    async def go() -> tuple[int, bytes, int]:
+        client = AiohttpClient()
+        body = json.dumps({"model": "fast", "prompt": "x", "max_tokens": 3,
+                           "stream": True}).encode()
+        conn, resp = await client.post(Origin.parse(fast_server), "/v1/completions", body)
+        data = b"".join([c async for c in resp.chunks()])
+        client.release(Origin.parse(fast_server), resp, conn)
+        conn, missing = await client.post(Origin.parse(fast_server), "/nowhere", b"{}")
+        status = missing.status
+        await missing.read()
+        await client.aclose()
+        return resp.status, data, status
+
+    status, data, missing = asyncio.run(go())
+    assert status == 200 and data.rstrip().endswith(b"data: [DONE]")
+    assert data.count(b"data: {") == 3 and missing == 404
 
 
 def test_parse_vllm_and_anchored_lag(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def test_aiohttp_client_stands_in_for_http11(fast_server: str) -> None:
 
     status, data, missing = asyncio.run(go())
     assert status == 200 and data.rstrip().endswith(b"data: [DONE]")
-    assert data.count(b"data: {") == 3 and missing == 404
+    assert data.count(b"data: {") == 4 and missing == 404  # 3 tokens, a finish event
 
 
 def test_parse_vllm_and_anchored_lag(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import urllib.request
@@ -157,6 +158,7 @@ print(type(current_platform).__name__, *libs)
 
 
 @pytest.mark.vllm
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 kernels only")
 def test_vllm_cli_takes_the_avx2_path_without_avx512(vllm_python: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "VLLM_TARGET_DEVICE"}
     r = subprocess.run([vllm_python, "-c", _NO_AVX512], env=env, capture_output=True,

@@ -205,11 +205,12 @@ def compare_allocators(df: pd.DataFrame, metric: str, by: Sequence[str] = ("sett
         g = grp[np.isfinite(pd.to_numeric(grp[metric], errors="coerce"))]
         va = g[g[arm_col] == a].groupby(pair_on)[metric].agg(["count", "first"])
         vb = g[g[arm_col] == b].groupby(pair_on)[metric].agg(["count", "first"])
-        both = va[va["count"] == 1].join(vb[vb["count"] == 1], how="inner", rsuffix="_b")
+        both = pd.concat([va.loc[va["count"] == 1, "first"].rename("a"),
+                          vb.loc[vb["count"] == 1, "first"].rename("b")], axis=1, join="inner")
         runs_a, runs_b = int(va["count"].sum()), int(vb["count"].sum())
         left_out = runs_a + runs_b - 2 * len(both)
         if len(both) >= MIN_PAIRS or (len(both) and left_out == 0):
-            v = paired_verdict(both["first"], both["first_b"], name=a, name_b=b, **kw)
+            v = paired_verdict(both["a"], both["b"], name=a, name_b=b, **kw)
         else:
             v = unpaired_verdict(g[g[arm_col] == a][metric].astype(float),
                                  g[g[arm_col] == b][metric].astype(float), name=a, name_b=b,

@@ -8,20 +8,21 @@ partner (unequal repeats, a failed run): the Welch t-interval for the difference
 means, on the same scales. A verdict needs `MIN_PAIRS` pairs (or as many runs per arm when
 unpaired); below that the figures come back with the status "no verdict".
 
-Why these methods (seeded simulation, 2000 draws per cell, lognormal and gamma noise, CV
-15-30% per run, a per-repeat drift factor shared by both arms; false verdict = interval
+Why these methods (seeded simulation, 2000-4000 draws per cell, lognormal and gamma noise,
+CV 15-30% per run, a per-repeat drift factor shared by both arms; false verdict = interval
 excludes 0 when there is no difference):
-- paired t on log differences: 4.4-5.8% false verdicts at n = 3, 5, 10; on raw differences
-  3.7-5.2%. Exact for lognormal noise, close for gamma.
+- paired t on log differences: 4.2-5.3% false verdicts at n=5 and n=10 (4.2-5.8% at n=3);
+  on raw differences 3.7-5.0%; 94.6-95.5% coverage of a true -20%. Exact for lognormal
+  noise, close for gamma.
 - percentile and BCa bootstrap (scipy.stats.bootstrap) of the mean log difference: 16-18%
   at n=5 and 9-10% at n=10: too narrow at these n, so not used. (The former percentile
   bootstrap of medians is [min, max] at n=2-3: 29% / 11% false verdicts there.)
-- Welch on independent runs: 3.2-5.6%. Welch on paired data with drift: 0-1.6%, with a
-  fraction of the paired test's power (6% vs 43% for a 20% effect at n=5, CV 15%), hence
-  pairs first and Welch only as the fallback.
-Power of the paired test for a true 20% difference at n=10: ~84% at CV 15%, ~60% at CV 20%,
-~33% at CV 30% (CV of the within-pair noise; shared drift cancels). At CV 30%, 80% power
-needs ~30 pairs. tests/test_stats.py re-measures these figures.
+- Welch on independent runs (5v5, 10v10, 5v8): 4.1-4.6% on logs, 3.4-4.1% raw; coverage
+  94.7-95.5%. Welch on paired data with drift: 0-1.6%, with a fraction of the paired test's
+  power (7% vs 44% for a 20% effect at n=5, CV 15%), hence pairs first, Welch as fallback.
+Power of the paired test for a true 20% difference at n=10: 85% at CV 15% (83% gamma), ~60%
+at CV 20%, 33% at CV 30% (30% gamma); CV of each run's own noise, the shared drift cancels.
+At CV 30%, 80% power needs ~30 pairs (81% measured). tests/test_stats.py re-measures these.
 
 `bootstrap_ci`, `compare` and `format_ci` (median and percentile bootstrap) remain for the
 current comparison table until it moves to `compare_allocators`.
@@ -119,7 +120,7 @@ class Verdict:
     def has_verdict(self) -> bool:
         return self.status in (LOWER, HIGHER, NO_DIFFERENCE)
 
-    def as_row(self) -> dict:
+    def as_row(self) -> dict[str, object]:
         return asdict(self)
 
 

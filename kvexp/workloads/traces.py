@@ -104,14 +104,21 @@ class TracePlan:
 
 
 def plan_trace(path: str | Path, options: TraceOptions | None = None, fmt: str = "auto",
-               columns: TraceColumns | None = None) -> TracePlan:
-    """Read a trace file and plan its replay (see the module docstring for the steps)."""
+               columns: TraceColumns | None = None, origin_s: float | None = None
+               ) -> TracePlan:
+    """Read a trace file and plan its replay (see the module docstring for the steps).
+
+    `origin_s` (arrival_s units of read_trace) is the trace time that start_s counts from;
+    None = the trace's first arrival. Give several traces of one period the same origin
+    (e.g. the earliest first arrival) to replay them on one clock.
+    """
     table = read_trace(path, fmt, columns)
-    return plan_table(table, options or TraceOptions(), source=str(path))
+    return plan_table(table, options or TraceOptions(), source=str(path), origin_s=origin_s)
 
 
-def plan_table(table: pd.DataFrame, options: TraceOptions, source: str = "") -> TracePlan:
-    """Plan the replay of a table from read_trace."""
+def plan_table(table: pd.DataFrame, options: TraceOptions, source: str = "",
+               origin_s: float | None = None) -> TracePlan:
+    """Plan the replay of a table from read_trace (origin_s as in plan_trace)."""
     o = options
     errs = o.problems()
     if errs:
@@ -122,15 +129,14 @@ def plan_table(table: pd.DataFrame, options: TraceOptions, source: str = "") -> 
             raise TraceError(f"{source}: model={o.model!r} asked, but the trace has no "
                              "model column (name it in the trace columns)")
         t = t[t["model"] == o.model]
+    first = float(table["arrival_s"].iloc[0]) if len(table) else 0.0
+    t0 = (first if origin_s is None else origin_s) + o.start_s
     if not t.empty:
-        t0 = float(table["arrival_s"].iloc[0]) + o.start_s
         rel = t["arrival_s"].to_numpy() - t0
         inside = rel >= 0
         if o.duration_s is not None:
             inside &= rel < o.duration_s
         t = t[inside]
-    else:
-        t0 = 0.0
     rows_in_window = len(t)
     inp = t["input_tokens"].to_numpy(dtype=np.int64)
     out = t["output_tokens"].to_numpy(dtype=np.int64)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from kvexp.workloads.trace_prompts import TracePrompts, trace_request_specs
+from kvexp.workloads.trace_schedule import build_trace_schedule
 from kvexp.workloads.traces import TraceOptions, plan_trace, split_by_model
 from kvexp.workloads.traces_load import (
     TraceColumns,
@@ -269,3 +272,32 @@ def test_shared_origin_keeps_two_traces_on_one_clock() -> None:
     plan = plan_trace("excerpt:azure2023_code.csv", origin_s=origin)
     assert plan.requests[0].at_s == pytest.approx(code - conv, abs=1e-6)
     assert plan.requests[0].at_s > 60
+
+
+def trace_yaml(**kw: object) -> SimpleNamespace:
+    """conf/workload/trace.yaml's keys (so the test follows the file), with overrides."""
+    conf = yaml.safe_load((Path(__file__).parents[1] / "conf/workload/trace.yaml").read_text())
+    conf.pop("defaults")
+    conf["seed"] = 0
+    return SimpleNamespace(**{**conf, **kw})
+
+
+def test_trace_schedule_two_instances_on_one_clock() -> None:
+    w = trace_yaml(path="excerpt:azure2023_conv.csv", num_requests=20, time_scale=4.0)
+    code = trace_yaml(path="excerpt:azure2023_code.csv", num_requests=10, time_scale=4.0)
+    specs, stats = build_trace_schedule(w, ["big", "small"], {"big": 1000, "small": 2000},
+                                        per_instance={"big": code},
+                                        max_model_lens={"big": 1024, "small": 2048})
+    assert [s.request_id for s in specs] == list(range(30))
+    assert [s.at_s for s in specs] == sorted(s.at_s for s in specs)
+    big = [s for s in specs if s.instance == "big"]
+    assert len(big) == 10 and stats["big"].kept == 10 and stats["small"].kept == 20
+    assert all(len(s.prompt_token_ids) + s.max_tokens <= 1024 for s in big)
+    assert all(max(s.prompt_token_ids) < 1000 for s in big)
+    assert stats["big"].clipped_rows > 0
+    assert big[0].at_s == pytest.approx(77.2993 / 4.0, abs=1e-3)  # code starts 77 s later
+    alone, _ = build_trace_schedule(trace_yaml(path="excerpt:azure2023_code.csv"), ["big"],
+                                    {"big": 1000})
+    assert alone[0].at_s == 0.0
+    with pytest.raises(ValueError, match="needs time_column"):
+        build_trace_schedule(trace_yaml(time_column="t"), ["big"], {"big": 1000})

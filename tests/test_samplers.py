@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from kvexp import kvcached_segment as seg
 from kvexp.clock import Clock
 from kvexp.config import SamplerConfig
-from kvexp import kvcached_segment as seg
 from kvexp.kvcached_segment import write_segment
 from kvexp.records import InstanceHandle, Sample
 from kvexp.samplers import (

@@ -19,6 +19,7 @@ from pathlib import Path
 
 FORMAT = "=qqq"  # native byte order, three int64
 SIZE = struct.calcsize(FORMAT)  # 24 bytes
+_STRUCT = struct.Struct(FORMAT)
 SHM_DIR = Path(os.environ.get("KVEXP_SHM_DIR", "/dev/shm"))
 IPC_NAME_MAX = 64  # kvcached keeps the first 64 characters of KVCACHED_IPC_NAME
 _GROUP_RE = re.compile(r"_g([1-9][0-9]*)$")
@@ -118,24 +119,27 @@ def validate_segment(name: str, shm_dir: Path | None = None) -> Path:
     return path
 
 
-def _read(path: Path) -> SegmentInfo | None:
+def read_path(path: Path | str) -> SegmentInfo | None:
+    """One segment read under a shared flock (released by the close)."""
     try:
-        with open(path, "rb") as f:
-            fcntl.flock(f, fcntl.LOCK_SH)
-            try:
-                data = f.read(SIZE + 1)
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, IsADirectoryError):
         return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        data = os.pread(fd, SIZE + 1, 0)
+    except IsADirectoryError:
+        return None
+    finally:
+        os.close(fd)
     if len(data) != SIZE:
         return None
-    return SegmentInfo(*struct.unpack(FORMAT, data))
+    return SegmentInfo(*_STRUCT.unpack(data))
 
 
 def read_segment(ipc_name: str, shm_dir: Path | None = None) -> SegmentInfo | None:
     """The segment's figures, or None if it does not exist (yet, or any more)."""
-    return _read(segment_path(ipc_name, shm_dir))
+    return read_path(segment_path(ipc_name, shm_dir))
 
 
 def group_names(ipc_name: str, shm_dir: Path | None = None) -> dict[int, str]:
@@ -161,7 +165,7 @@ def read_groups(ipc_name: str, shm_dir: Path | None = None,
     """Every group segment of an instance (`names` from `group_names`, found if None)."""
     names = group_names(ipc_name, shm_dir) if names is None else names
     root = shm_dir or SHM_DIR
-    groups = {g: info for g, n in names.items() if (info := _read(root / n)) is not None}
+    groups = {g: info for g, n in names.items() if (info := read_path(root / n)) is not None}
     return InstanceSegments(ipc_name, groups)
 
 
@@ -174,7 +178,7 @@ def is_segment(path: Path) -> bool:
     except OSError:
         return False
     try:
-        info = _read(path)
+        info = read_path(path)
     except OSError:
         return False
     return info is not None and info.limit_bytes > 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from kvexp.kvcached_segment import group_names, read_groups
+from kvexp.kvcached_segment import SHM_DIR, SegmentInfo, group_names, read_path
 from kvexp.records import InstanceHandle, Sample
 
 FIELDS = ("limit", "used", "prealloc", "held")
@@ -46,36 +46,44 @@ class KvcachedSampler:
         self.interval_s = interval_s
         self.shm_dir = None if shm_dir is None else Path(shm_dir)
         self.groups_ttl_s = groups_ttl_s
-        self._names: dict[str, tuple[float, dict[int, str]]] = {}
+        self._paths: dict[str, tuple[float, dict[int, str]]] = {}
 
-    def _group_names(self, ipc: str) -> dict[int, str]:
+    def _group_paths(self, ipc: str) -> dict[int, str]:
         now = time.monotonic()
-        cached = self._names.get(ipc)
+        cached = self._paths.get(ipc)
         if cached is not None and now - cached[0] < self.groups_ttl_s and cached[1]:
             return cached[1]
-        names = group_names(ipc, self.shm_dir)
-        self._names[ipc] = (now, names)
-        return names
+        root = self.shm_dir or SHM_DIR
+        paths = {g: str(root / n) for g, n in group_names(ipc, self.shm_dir).items()}
+        self._paths[ipc] = (now, paths)
+        return paths
 
     def sample(self, now: float) -> list[Sample]:
         out: list[Sample] = []
         for inst in list(self.instances):
             if not inst.ipc_name:
                 continue
-            segs = read_groups(inst.ipc_name, self.shm_dir, self._group_names(inst.ipc_name))
-            if not segs.groups:
-                self._names.pop(inst.ipc_name, None)  # look again next tick
+            groups: dict[int, SegmentInfo] = {}
+            for g, path in self._group_paths(inst.ipc_name).items():
+                if (info := read_path(path)) is not None:
+                    groups[g] = info
+            if not groups:
+                self._paths.pop(inst.ipc_name, None)  # look again next tick
                 continue
-            total = segs.total
-            for fld in FIELDS:
-                out.append(Sample(now, self.source, inst.name, f"kv_{fld}_bytes",
-                                  float(getattr(total, f"{fld}_bytes"))))
-            if len(segs.groups) > 1:
-                for g, info in segs.groups.items():
-                    for fld in FIELDS:
-                        out.append(Sample(now, self.source, inst.name, group_metric(fld, g),
-                                          float(getattr(info, f"{fld}_bytes"))))
+            name, src = inst.name, self.source
+            lim = sum(i.limit_bytes for i in groups.values())
+            used = sum(i.used_bytes for i in groups.values())
+            pre = sum(i.prealloc_bytes for i in groups.values())
+            out += [Sample(now, src, name, "kv_limit_bytes", float(lim)),
+                    Sample(now, src, name, "kv_used_bytes", float(used)),
+                    Sample(now, src, name, "kv_prealloc_bytes", float(pre)),
+                    Sample(now, src, name, "kv_held_bytes", float(used + pre))]
+            if len(groups) > 1:
+                for g, i in groups.items():
+                    for fld, v in zip(FIELDS, (i.limit_bytes, i.used_bytes, i.prealloc_bytes,
+                                               i.held_bytes), strict=True):
+                        out.append(Sample(now, src, name, group_metric(fld, g), float(v)))
         return out
 
     def close(self) -> None:
-        self._names.clear()
+        self._paths.clear()

@@ -114,6 +114,10 @@ def validate_segment(name: str, shm_dir: Path | None = None) -> Path:
     if path.is_symlink() or not real.is_file():
         raise NotASegment(f"{path} is not a regular file, so not a kvcached segment")
     size = real.stat().st_size
+    deadline = time.monotonic() + 0.5
+    while size == 0 and time.monotonic() < deadline:  # being created: kvcached sizes it next
+        time.sleep(0.01)
+        size = real.stat().st_size
     if size != SIZE:
         raise NotASegment(f"{path} is {size} bytes; a kvcached segment is exactly {SIZE}")
     return path

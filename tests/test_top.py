@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from kvexp.kvcached_segment import read_segment, write_segment
+from kvexp.kvcached_segment import SegmentInfo, read_segment, write_segment
 from kvexp.top import find_segments, human_bytes, main, parse_size, render_table
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -137,6 +138,10 @@ def test_limit_refuses_a_symlink_and_a_file_not_24_bytes(
     assert main(["limit", "kvcached_link", "1G", "--shm-dir", str(shm)]) == 1
     assert "outside" in capsys.readouterr().err
     assert outside.read_bytes() == b"x" * 24
+    (shm / "kvcached_empty").write_bytes(b"")  # a segment being created gets 0.5 s to grow
+    threading.Timer(0.1, (shm / "kvcached_empty").write_bytes, (bytes(24),)).start()
+    assert main(["limit", "kvcached_empty", "1G", "--shm-dir", str(shm)]) == 0
+    assert read_segment("kvcached_empty", shm) == SegmentInfo(GiB, 0, 0)
     (shm / "kvcached_short").write_bytes(b"\1" * 16)
     assert main(["limit", "kvcached_short", "1G", "--shm-dir", str(shm)]) == 1
     assert "16 bytes; a kvcached segment is exactly 24" in capsys.readouterr().err

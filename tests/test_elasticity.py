@@ -214,3 +214,17 @@ def test_compare_wording() -> None:
     assert compare(CI(3.0, 2.9, 3.1, 3), CI(2.0, 1.8, 2.2, 3)) == "kvcached higher"
     few = compare(CI(1.0, math.nan, math.nan, 1), CI(2.0, 1.8, 2.2, 3))
     assert few.startswith("n too small") and "kvcached lower" in few
+
+
+def test_kvcached_ticks_10ms_apart_are_not_merged() -> None:
+    """At 100 Hz two ticks 9.9 ms apart can round to one 10 ms bucket; sums stay per tick."""
+    rows = []
+    for t, held in ((1.0051, 100.0), (1.0149, 100.0), (1.0251, 100.0)):
+        for inst in ("a", "b"):
+            rows += [(t, "kvcached", inst, "kv_held_bytes", held),
+                     (t, "kvcached", inst, "kv_used_bytes", 25.0)]
+    mem = _mem(rows)
+    eff, basis = kv_efficiency(mem, 1.0, 2.0)
+    assert basis == "kv_used/kv_held" and eff == pytest.approx(0.25)
+    out = point_elasticity(mem, pd.DataFrame(), {"workload_start": 1.0, "workload_end": 2.0})
+    assert out["kv_held_load_gib_s"] == pytest.approx(200.0 * 0.02 / GIB)

@@ -226,8 +226,7 @@ def kv_efficiency(memory: pd.DataFrame, t0: float, t1: float) -> tuple[float, st
     """Mean used/held KV fraction over [t0, t1], and which figure it came from."""
     if memory.empty or math.isnan(t0) or math.isnan(t1):
         return math.nan, ""
-    used = per_tick(memory, "kvcached", "kv_used_bytes", "sum")
-    held = per_tick(memory, "kvcached", "kv_held_bytes", "sum")
+    used, held = _kv_sum(memory, "kv_used_bytes"), _kv_sum(memory, "kv_held_bytes")
     if not held.empty:
         both = pd.concat([used.rename("used"), held.rename("held")], axis=1).dropna()
         both = both[(both.index >= t0) & (both.index <= t1) & (both["held"] > 0)]

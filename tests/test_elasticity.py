@@ -124,6 +124,7 @@ def test_page_is_inferred_from_the_segment_at_100hz() -> None:
     assert page_bytes_of(mem) == page
     assert page_bytes_of(mem, {"kv_page_bytes": 96 * MIB}) == 96 * MIB
     assert page_bytes_of(_mem([])) == PAGE_BYTES
+    assert page_bytes_of(_mem(rows[:1])) == page  # one figure: its own size
     out = point_elasticity(mem, pd.DataFrame(), {"workload_start": 0.5, "workload_end": 1.5})
     assert out["page_bytes"] == page and out["kv_held_interval_s"] == pytest.approx(0.01)
     assert math.isnan(out["device_interval_s"])
@@ -228,3 +229,20 @@ def test_kvcached_ticks_10ms_apart_are_not_merged() -> None:
     assert basis == "kv_used/kv_held" and eff == pytest.approx(0.25)
     out = point_elasticity(mem, pd.DataFrame(), {"workload_start": 1.0, "workload_end": 2.0})
     assert out["kv_held_load_gib_s"] == pytest.approx(200.0 * 0.02 / GIB)
+
+
+def test_point_elasticity_counts_absorbed_rounds_from_the_segment() -> None:
+    page = 48 * MIB
+    t = grid()
+    used = step_series(t, page, 3 * page, up=10.5, down=14.0)
+    prealloc = np.where((t >= 10.5) & (t < 14.0), 3 * page, 5 * page)  # held constant
+    rows = []
+    for x, u, p in zip(t, used, prealloc, strict=True):
+        rows += [(x, "kvcached", "a", "kv_used_bytes", float(u)),
+                 (x, "kvcached", "a", "kv_prealloc_bytes", float(p)),
+                 (x, "kvcached", "a", "kv_held_bytes", float(u + p))]
+    req = pd.DataFrame({"wave": [0], "sent_time": [10.0], "end_time": [14.0]})
+    out = point_elasticity(_mem(rows), req, {"workload_start": 9.0, "workload_end": 20.0})
+    assert out["kv_held_waves_absorbed"] == 1 and out["kv_held_waves_grew"] == 0
+    assert math.isnan(out["kv_held_grow_s"]) and out["kv_held_interval_s"] == DT
+    assert out["page_bytes"] == page

@@ -298,7 +298,7 @@ def point_elasticity(
 ) -> dict[str, Any]:
     """One point's elasticity figures, flat: `<signal>_grow_s`, `<signal>_release_s`,
     `<signal>_interval_s` (the sampling interval those times are known within),
-    `<signal>_waves_absorbed`, ... and `page_bytes` (the growth threshold)."""
+    `<signal>_waves_absorbed`, `<signal>_refill_s`, ... and `page_bytes` (the threshold)."""
     waves = waves_of(requests, meta)
     ready = _num(meta.get("ready_time"))
     w0, w1 = _num(meta.get("workload_start")), _num(meta.get("workload_end"))
@@ -314,6 +314,7 @@ def point_elasticity(
         out[f"{sig}_release_s"] = _median([w.release_s for w in per_wave])
         out[f"{sig}_waves_grew"] = sum(w.grew for w in per_wave)
         out[f"{sig}_waves_absorbed"] = sum(w.absorbed for w in per_wave)
+        out[f"{sig}_refill_s"] = _median([w.refill_s for w in per_wave])
         out[f"{sig}_waves_released"] = sum(w.released for w in per_wave)
         idle = s[(s["time"] >= ready) & (s["time"] < w0)]["value"] if len(t) else s["value"]
         out[f"{sig}_idle_gib"] = float(idle.median()) / GIB if len(idle) else math.nan

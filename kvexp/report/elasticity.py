@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kvexp.report.kvcached_series import PAGE_BYTES, KvDemand, kv_demand, kv_sum, page_bytes_of
 from kvexp.summary import GIB, device_series, per_tick
 
-PAGE_BYTES = 2 * 2**20
 LOOKBACK_S = 1.0
 GREW, ABSORBED, NO_GROWTH = "grew", "absorbed by reserve", "no growth"
 SIGNALS = ("device", "kv_held")
@@ -86,15 +86,6 @@ class WaveElasticity:
     @property
     def released(self) -> bool:
         return not math.isnan(self.release_s)
-
-
-@dataclass(frozen=True)
-class KvDemand:
-    """kvcached's used and prealloc bytes summed over instances per tick (epoch seconds)."""
-
-    time: np.ndarray
-    used: np.ndarray
-    prealloc: np.ndarray
 
 
 def sampling_interval(times: Any) -> float:
@@ -226,7 +217,7 @@ def kv_efficiency(memory: pd.DataFrame, t0: float, t1: float) -> tuple[float, st
     """Mean used/held KV fraction over [t0, t1], and which figure it came from."""
     if memory.empty or math.isnan(t0) or math.isnan(t1):
         return math.nan, ""
-    used, held = _kv_sum(memory, "kv_used_bytes"), _kv_sum(memory, "kv_held_bytes")
+    used, held = kv_sum(memory, "kv_used_bytes"), kv_sum(memory, "kv_held_bytes")
     if not held.empty:
         both = pd.concat([used.rename("used"), held.rename("held")], axis=1).dropna()
         both = both[(both.index >= t0) & (both.index <= t1) & (both["held"] > 0)]
@@ -239,44 +230,6 @@ def kv_efficiency(memory: pd.DataFrame, t0: float, t1: float) -> tuple[float, st
     return math.nan, ""
 
 
-def _kv_sum(memory: pd.DataFrame, metric: str) -> pd.Series:
-    """A kvcached metric summed over instances per tick. One tick reads every instance at
-    one time, so samples are grouped by their exact time (at 100 Hz, rounding would merge
-    neighbouring ticks)."""
-    m = memory[(memory["source"] == "kvcached") & (memory["metric"] == metric)]
-    return m.groupby("time")["value"].sum().sort_index() if not m.empty else pd.Series(
-        dtype=float)
-
-
-def kv_demand(memory: pd.DataFrame) -> KvDemand | None:
-    """kvcached's used and prealloc per tick, or None without a segment."""
-    if memory.empty:
-        return None
-    both = pd.concat([_kv_sum(memory, "kv_used_bytes").rename("used"),
-                      _kv_sum(memory, "kv_prealloc_bytes").rename("prealloc")], axis=1).dropna()
-    if both.empty:
-        return None
-    return KvDemand(both.index.to_numpy(float), both["used"].to_numpy(float),
-                    both["prealloc"].to_numpy(float))
-
-
-def page_bytes_of(memory: pd.DataFrame, meta: dict[str, Any] | None = None) -> float:
-    """One page step: meta `kv_page_bytes`, else the largest step every per-instance
-    kv_used/kv_prealloc figure is a multiple of (at least 2 MiB), else 2 MiB."""
-    given = _num((meta or {}).get("kv_page_bytes"))
-    if not math.isnan(given) and given > 0:
-        return given
-    if memory.empty:
-        return PAGE_BYTES
-    m = memory[(memory["source"] == "kvcached")
-               & memory["metric"].isin(("kv_used_bytes", "kv_prealloc_bytes"))]
-    vals = np.unique(m["value"].to_numpy(float))
-    vals = vals[vals > 0].astype(np.int64)
-    if vals.size == 0:
-        return PAGE_BYTES
-    return float(max(PAGE_BYTES, int(np.gcd.reduce(vals))))
-
-
 def signal_series(memory: pd.DataFrame, signal: str) -> pd.DataFrame:
     """A signal's samples as columns time, value (bytes)."""
     if memory.empty:
@@ -284,7 +237,7 @@ def signal_series(memory: pd.DataFrame, signal: str) -> pd.DataFrame:
     if signal == "device":
         df = device_series(memory)
         return df[["time", "value"]] if not df.empty else pd.DataFrame(columns=["time", "value"])
-    held = _kv_sum(memory, "kv_held_bytes")
+    held = kv_sum(memory, "kv_held_bytes")
     return pd.DataFrame({"time": held.index.to_numpy(float), "value": held.to_numpy(float)})
 
 

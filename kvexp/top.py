@@ -76,10 +76,10 @@ def usage_bar(used: int, limit: int, width: int = BAR_WIDTH) -> Text:
 def render_table(infos: dict[str, SegmentInfo | None], title: str = "kvcached") -> Table:
     """One row per instance: limit, used, prealloc, held and a used/limit bar."""
     table = Table(title=title, title_justify="left")
-    table.add_column("instance", no_wrap=True)
+    table.add_column("instance", overflow="fold")  # long names wrap rather than being cut
     for col in ("limit", "used", "prealloc", "held"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("used / limit", no_wrap=True)
+        table.add_column(col, justify="right", no_wrap=True, min_width=len("999.99 GiB"))
+    table.add_column("used / limit", overflow="fold")
     for name, info in infos.items():
         if info is None:
             table.add_row(name, *(["-"] * 4), Text("no segment", style="dim"))

@@ -71,6 +71,20 @@ def test_once_through_a_pipe_at_80_columns_cuts_nothing(tmp_path: Path,
     assert max(len(line) for line in out.splitlines()) <= 80
 
 
+def test_terminal_table_at_80_columns_wraps_names_and_cuts_no_figure(tmp_path: Path) -> None:
+    write_segment(LONG, 73 * GiB + 123 * MiB, 4321 * MiB, 240 * MiB, shm_dir=tmp_path)
+    with open(os.devnull, "w") as devnull:
+        console = Console(width=80, record=True, file=devnull)
+        console.print(render_table({LONG: read_segment(LONG, tmp_path)}))
+    text = console.export_text()
+    assert "…" not in text
+    for value in ("73.12 GiB", "4.22 GiB", "240.0 MiB", "4.45 GiB", "limit", "prealloc"):
+        assert value in text, value
+    first_cells = [line.split("│")[1].strip() for line in text.splitlines()
+                   if line.startswith("│")]
+    assert LONG in "".join(first_cells)  # folded over lines, whole
+
+
 def test_once_with_names_and_a_missing_one(
     shm: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,7 +1,11 @@
-"""What sampling costs: per-tick time of each sampler and the CPU it takes at 5, 20, 50 Hz.
+"""What sampling costs: per-tick time of each sampler and the CPU it takes at 5-100 Hz.
 
     .venv/bin/python benchmarks/sampler_cost.py [--instances N] [--ticks N] [--seconds S]
-        [--hz 5 20 50]
+        [--hz 5 20 50 100] [--segment-hz 100] [--segment-seconds S]
+
+The last lines give the kvcached segment sampler alone at `--segment-hz` (100 Hz, its
+default: `sampler.kvcached_interval_s` 0.01) on its own thread, as % of one core, for
+1 and N instances and for instances with two KV-cache group segments (goal: under 2%).
 
 Each instance is a real process tree (a sleeping python with a sleeping child), a
 kvcached segment in a temporary shm dir and a /metrics page of vLLM's size served by
@@ -145,12 +149,38 @@ def cpu_fraction(make: Callable[[], list[Sampler]], seconds: float) -> tuple[flo
     return frac, sum(group.ticks().values())
 
 
+def segment_cost(tmp: Path, instances: list[InstanceHandle], hz: float, seconds: float,
+                 idle: float) -> None:
+    """The kvcached segment sampler alone at `hz`: % of one core, ticks run, per-tick µs."""
+    grouped = []
+    for inst in instances:
+        assert inst.ipc_name is not None
+        write_segment(f"{inst.ipc_name}_g1", 2 * GiB, GiB, 48 << 20, shm_dir=tmp)
+        grouped.append(InstanceHandle(f"{inst.name}h", inst.base_url, ipc_name=inst.ipc_name))
+    print(f"\nkvcached segment sampler alone at {hz:g} Hz, own thread, {seconds:g} s each "
+          "(% of one core; goal < 2%)")
+    cases = {
+        "1 instance, 1 segment": [InstanceHandle("one", "", ipc_name="kvexp_bench_solo")],
+        f"{len(instances)} instances, 2 groups each": grouped,
+    }
+    write_segment("kvexp_bench_solo", 8 * GiB, GiB, 0, shm_dir=tmp)
+    for name, insts in cases.items():
+        frac, ticks = cpu_fraction(lambda i=insts: [KvcachedSampler(i, 1.0 / hz, shm_dir=tmp)],
+                                   seconds)
+        p50, p99, cpu, n = per_tick(KvcachedSampler(insts, 1.0 / hz, shm_dir=tmp), 2000)
+        print(f"  {name:32} {100 * frac:6.2f}% of a core ({100 * (frac - idle):.2f}% over "
+              f"idle); {ticks} ticks = {ticks / seconds:.1f} Hz; per tick p50 {p50:.0f} µs, "
+              f"p99 {p99:.0f} µs, cpu {cpu:.0f} µs, {n} samples")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--instances", type=int, default=4)
     p.add_argument("--ticks", type=int, default=300)
     p.add_argument("--seconds", type=float, default=3.0, help="per CPU figure")
-    p.add_argument("--hz", type=float, nargs="+", default=[5.0, 20.0, 50.0])
+    p.add_argument("--hz", type=float, nargs="+", default=[5.0, 20.0, 50.0, 100.0])
+    p.add_argument("--segment-hz", type=float, default=100.0)
+    p.add_argument("--segment-seconds", type=float, default=10.0)
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="kvexp-bench-"))
@@ -239,6 +269,7 @@ def main() -> None:
               f"{100 * idle:.2f}%)")
         print("CPU @N Hz: this process's CPU time / wall time with every signal sampled N times "
               "a second (the HTTP server is another process); cpu µs: per tick")
+        segment_cost(tmp, instances, args.segment_hz, args.segment_seconds, idle)
     finally:
         for proc in procs:
             try:

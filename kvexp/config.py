@@ -150,7 +150,7 @@ class SamplerConfig:
     processes: bool = True  # per-instance: GPU memory of the server's process tree + host RSS
     processes_interval_s: float | None = None
     kvcached: bool = True  # per-instance kvcached segment: limit, used, prealloc
-    kvcached_interval_s: float | None = None
+    kvcached_interval_s: float | None = 0.01  # 100 Hz: a segment read is 24 bytes
     engine_metrics: bool = True  # the engine's Prometheus /metrics
     engine_metrics_interval_s: float | None = 1.0
 

@@ -21,7 +21,6 @@ from rich.text import Text
 from kvexp import kvcached_segment as seg
 from kvexp.kvcached_segment import SegmentInfo
 
-PREFIXES = ("kvcached", "kvexp")
 BAR_WIDTH = 20
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])i?b?|b)?\s*$", re.IGNORECASE)
@@ -45,27 +44,20 @@ def human_bytes(n: float) -> str:
 
 
 def find_segments(shm_dir: Path | None = None) -> list[str]:
-    """Names of files in the shm dir that look like kvcached segments (24 bytes, known prefix)."""
-    root = shm_dir or seg.SHM_DIR
-    names = []
-    try:
-        entries = list(root.iterdir())
-    except FileNotFoundError:
-        return []
-    for path in entries:
-        if not path.name.startswith(PREFIXES):
-            continue
-        try:
-            if path.is_file() and path.stat().st_size == seg.SIZE:
-                names.append(path.name)
-        except OSError:
-            continue
-    return sorted(names)
+    """Every file in the shm dir that looks like a kvcached segment, as kvtop finds them:
+    24 bytes with a limit > 0, whatever its name (a user's own KVCACHED_IPC_NAME shows)."""
+    return seg.discover_segments(shm_dir)
 
 
 def read_infos(names: Sequence[str], shm_dir: Path | None = None) -> dict[str, SegmentInfo | None]:
-    """Each name's segment, None where it does not exist."""
-    return {name: seg.read_segment(name, shm_dir) for name in names}
+    """Each name's segment, None where it does not exist (or the name is not a file name)."""
+    out: dict[str, SegmentInfo | None] = {}
+    for name in names:
+        try:
+            out[name] = seg.read_segment(name, shm_dir)
+        except seg.InvalidSegmentName:
+            out[name] = None
+    return out
 
 
 def usage_bar(used: int, limit: int, width: int = BAR_WIDTH) -> Text:
@@ -84,10 +76,10 @@ def usage_bar(used: int, limit: int, width: int = BAR_WIDTH) -> Text:
 def render_table(infos: dict[str, SegmentInfo | None], title: str = "kvcached") -> Table:
     """One row per instance: limit, used, prealloc, held and a used/limit bar."""
     table = Table(title=title, title_justify="left")
-    table.add_column("instance", no_wrap=True)
+    table.add_column("instance", overflow="fold")  # long names wrap rather than being cut
     for col in ("limit", "used", "prealloc", "held"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("used / limit", no_wrap=True)
+        table.add_column(col, justify="right", no_wrap=True, min_width=len("999.99 GiB"))
+    table.add_column("used / limit", overflow="fold")
     for name, info in infos.items():
         if info is None:
             table.add_row(name, *(["-"] * 4), Text("no segment", style="dim"))
@@ -114,11 +106,49 @@ def render_table(infos: dict[str, SegmentInfo | None], title: str = "kvcached") 
     return table
 
 
-def _view(names: list[str], shm_dir: Path | None) -> Table | Text:
+PLAIN_COLS = ("limit", "used", "prealloc", "held", "used/limit")
+PLAIN_W = 11  # a space and "999.99 GiB"; a longer value shifts the row, never is cut
+
+
+def render_plain(infos: dict[str, SegmentInfo | None], title: str = "kvcached",
+                 width: int = 80) -> str:
+    """The table as plain text for a pipe or file: nothing is cut. Figures go in fixed
+    columns at the right; a name too long for the space left gets a line of its own."""
+    figures_w = PLAIN_W * len(PLAIN_COLS)
+    longest = max([len("instance"), *(len(n) for n in infos)])
+    name_w = max(8, min(longest, width - figures_w - 1))
+
+    def line(name: str, cells: list[str]) -> list[str]:
+        figs = "".join(" " + c.rjust(PLAIN_W - 1) for c in cells)
+        if len(name) <= name_w:
+            return [name.ljust(name_w) + " " + figs]
+        return [name, " " * (name_w + 1) + figs]
+
+    rows = [title, *line("instance", list(PLAIN_COLS))]
+    for name, info in infos.items():
+        if info is None:
+            rows += line(name, ["-"] * 4 + ["no segment"])
+            continue
+        pct = f"{100 * info.used_bytes / info.limit_bytes:.1f}%" if info.limit_bytes > 0 else "-"
+        rows += line(name, [human_bytes(info.limit_bytes), human_bytes(info.used_bytes),
+                            human_bytes(info.prealloc_bytes), human_bytes(info.held_bytes), pct])
+    present = [i for i in infos.values() if i is not None]
+    if len(present) > 1:
+        rows += line("total", ["", human_bytes(sum(i.used_bytes for i in present)),
+                               human_bytes(sum(i.prealloc_bytes for i in present)),
+                               human_bytes(sum(i.held_bytes for i in present)), ""])
+    return "\n".join(r.rstrip() for r in rows)
+
+
+def _view(names: list[str], shm_dir: Path | None, plain: bool = False,
+          width: int = 80) -> Table | Text | str:
     shown = names or find_segments(shm_dir)
     if not shown:
         return Text(f"no kvcached segments in {shm_dir or seg.SHM_DIR}", style="dim")
-    return render_table(read_infos(shown, shm_dir), title=f"kvcached  {time.strftime('%X')}")
+    title = f"kvcached  {time.strftime('%X')}"
+    if plain:
+        return render_plain(read_infos(shown, shm_dir), title=title, width=width)
+    return render_table(read_infos(shown, shm_dir), title=title)
 
 
 def _top(argv: Sequence[str]) -> int:
@@ -130,7 +160,10 @@ def _top(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     console = Console()
     if args.once:
-        console.print(_view(args.names, args.shm_dir))
+        if console.is_terminal:
+            console.print(_view(args.names, args.shm_dir))
+        else:  # a pipe or a file: plain text, never cut to the console width
+            print(_view(args.names, args.shm_dir, plain=True, width=console.width))
         return 0
     try:
         with Live(_view(args.names, args.shm_dir), console=console, auto_refresh=False) as live:
@@ -155,7 +188,7 @@ def _limit(argv: Sequence[str]) -> int:
         p.error(str(e))
     try:
         info = seg.set_limit(args.name, limit, args.shm_dir)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, seg.InvalidSegmentName, seg.NotASegment) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.name}: limit {human_bytes(info.limit_bytes)} ({info.limit_bytes} bytes)")

@@ -9,18 +9,24 @@ import pandas as pd
 import pytest
 
 from kvexp.report.elasticity import (
+    ABSORBED,
+    GREW,
+    NO_GROWTH,
     PAGE_BYTES,
+    KvDemand,
     Wave,
     integral_gib_s,
     kv_efficiency,
+    page_bytes_of,
     point_elasticity,
-    threshold,
+    sampling_interval,
     wave_elasticity,
     waves_of,
 )
 from kvexp.report.stats import CI, NO_VERDICT, bootstrap_ci, compare, format_ci, paired_verdict
 
 GIB = 2**30
+MIB = 2**20
 DT = 0.25  # exact in binary: sample times are exact
 
 
@@ -58,14 +64,70 @@ def test_flat_static_pool_never_grows() -> None:
     assert math.isnan(res.grow_s) and math.isnan(res.release_s)
 
 
-def test_threshold_is_one_page_or_one_percent() -> None:
-    assert threshold(10 * 2**20) == PAGE_BYTES
-    assert threshold(75 * GIB) == pytest.approx(0.75 * GIB)
+def test_threshold_is_one_page_whatever_the_level() -> None:
     t = grid()
     small = step_series(t, 2 * GIB, 2 * GIB + 2**20, up=11.0, down=13.0)  # 1 MiB < 1 page
-    assert math.isnan(wave_elasticity(t, small, [Wave(0, 10.0, 14.0)])[0].grow_s)
-    big_base = step_series(t, 75 * GIB, 75.5 * GIB, up=11.0, down=13.0)  # 0.5 GiB < 1%
-    assert math.isnan(wave_elasticity(t, big_base, [Wave(0, 10.0, 14.0)])[0].grow_s)
+    (res,) = wave_elasticity(t, small, [Wave(0, 10.0, 14.0)])
+    assert math.isnan(res.grow_s) and res.threshold == PAGE_BYTES and res.outcome == NO_GROWTH
+    page = 48 * MIB
+    kv = 90 * MIB  # the H200 case: 90 MiB of KV on 11.75 GiB, under 1% of the level
+    grown = step_series(t, 11.75 * GIB, 11.75 * GIB + kv, up=11.0, down=13.0)
+    (res,) = wave_elasticity(t, grown, [Wave(0, 10.0, 14.0)], page_bytes=page)
+    assert res.grow_s == pytest.approx(1.0) and res.release_s == pytest.approx(0.0)
+    assert res.outcome == GREW
+    under = step_series(t, 75 * GIB, 75 * GIB + page - MIB, up=11.0, down=13.0)
+    assert math.isnan(wave_elasticity(t, under, [Wave(0, 10.0, 14.0)], page)[0].grow_s)
+
+
+def _demand(t: np.ndarray, used: np.ndarray, prealloc: np.ndarray) -> KvDemand:
+    return KvDemand(t, used.astype(float), prealloc.astype(float))
+
+
+def test_demand_the_reserve_absorbed_is_not_a_slow_grow() -> None:
+    """Used KV grows 3 pages inside a 5-page reserve at 10.5 s; held only grows at 14.25 s
+    when kvcached refills its reserve: absorbed, with the refill time, not a 4.25 s grow."""
+    page = 48 * MIB
+    t = grid()
+    used = step_series(t, page, 4 * page, up=10.5, down=14.0)
+    prealloc = np.where(t < 10.5, 5 * page, np.where(t < 14.25, 2 * page, 5 * page))
+    prealloc = np.where(t >= 14.0, np.where(t < 14.25, 5 * page, 8 * page), prealloc)
+    held = used + prealloc
+    (res,) = wave_elasticity(t, held, [Wave(0, 10.0, 14.0)], page, kv=_demand(t, used, prealloc))
+    assert res.outcome == ABSORBED and res.absorbed and not res.grew
+    assert math.isnan(res.grow_s) and res.refill_s == pytest.approx(4.25)
+
+    over = step_series(t, page, 9 * page, up=10.5, down=14.0)  # 8 pages > the 5 in reserve
+    held = over + np.where((t >= 10.5) & (t < 14.0), 0, 5 * page)
+    (res,) = wave_elasticity(t, held, [Wave(0, 10.0, 14.0)], page,
+                             kv=_demand(t, over, held - over))
+    assert res.outcome == GREW and res.grow_s == pytest.approx(0.5)
+
+
+def test_sampling_interval_is_reported_beside_the_times() -> None:
+    t = np.arange(0.0, 30.0, 0.01)
+    v = step_series(t, 2 * GIB, 2.5 * GIB, up=10.03, down=15.0)
+    (res,) = wave_elasticity(t, v, [Wave(0, 10.0, 14.0)])
+    assert res.interval_s == pytest.approx(0.01) and res.grow_s == pytest.approx(0.03, abs=1e-9)
+    assert sampling_interval(grid()) == DT and math.isnan(sampling_interval([1.0]))
+
+
+def test_page_is_inferred_from_the_segment_at_100hz() -> None:
+    page = 48 * MIB
+    rows = []
+    for i, t in enumerate(np.arange(0.0, 2.0, 0.01)):
+        for inst in ("a", "b"):  # two instances per tick: summed by exact tick time
+            used = page * (1 + (i % 3))
+            rows += [(t, "kvcached", inst, "kv_used_bytes", float(used)),
+                     (t, "kvcached", inst, "kv_prealloc_bytes", 5.0 * page),
+                     (t, "kvcached", inst, "kv_held_bytes", float(used + 5 * page))]
+    mem = _mem(rows)
+    assert page_bytes_of(mem) == page
+    assert page_bytes_of(mem, {"kv_page_bytes": 96 * MIB}) == 96 * MIB
+    assert page_bytes_of(_mem([])) == PAGE_BYTES
+    assert page_bytes_of(_mem(rows[:1])) == page  # one figure: its own size
+    out = point_elasticity(mem, pd.DataFrame(), {"workload_start": 0.5, "workload_end": 1.5})
+    assert out["page_bytes"] == page and out["kv_held_interval_s"] == pytest.approx(0.01)
+    assert math.isnan(out["device_interval_s"])
 
 
 def test_release_is_searched_only_until_the_next_wave() -> None:
@@ -128,6 +190,7 @@ def test_waves_from_requests_and_point_elasticity() -> None:
     assert out["device_idle_gib"] == pytest.approx(2.0)
     assert out["device_run_gib_s"] == pytest.approx(2 * 30 + 0.5 * 5.25, abs=0.5 * DT)
     assert math.isnan(out["kv_held_grow_s"])
+    assert out["device_interval_s"] == DT and out["device_waves_absorbed"] == 0
 
 
 def test_bootstrap_ci_known_data() -> None:
@@ -152,3 +215,34 @@ def test_compare_wording() -> None:
     assert compare(CI(3.0, 2.9, 3.1, 3), CI(2.0, 1.8, 2.2, 3)) == "kvcached higher"
     few = compare(CI(1.0, math.nan, math.nan, 1), CI(2.0, 1.8, 2.2, 3))
     assert few.startswith("n too small") and "kvcached lower" in few
+
+
+def test_kvcached_ticks_10ms_apart_are_not_merged() -> None:
+    """At 100 Hz two ticks 9.9 ms apart can round to one 10 ms bucket; sums stay per tick."""
+    rows = []
+    for t, held in ((1.0051, 100.0), (1.0149, 100.0), (1.0251, 100.0)):
+        for inst in ("a", "b"):
+            rows += [(t, "kvcached", inst, "kv_held_bytes", held),
+                     (t, "kvcached", inst, "kv_used_bytes", 25.0)]
+    mem = _mem(rows)
+    eff, basis = kv_efficiency(mem, 1.0, 2.0)
+    assert basis == "kv_used/kv_held" and eff == pytest.approx(0.25)
+    out = point_elasticity(mem, pd.DataFrame(), {"workload_start": 1.0, "workload_end": 2.0})
+    assert out["kv_held_load_gib_s"] == pytest.approx(200.0 * 0.02 / GIB)
+
+
+def test_point_elasticity_counts_absorbed_rounds_from_the_segment() -> None:
+    page = 48 * MIB
+    t = grid()
+    used = step_series(t, page, 3 * page, up=10.5, down=14.0)
+    prealloc = np.where((t >= 10.5) & (t < 14.0), 3 * page, 5 * page)  # held constant
+    rows = []
+    for x, u, p in zip(t, used, prealloc, strict=True):
+        rows += [(x, "kvcached", "a", "kv_used_bytes", float(u)),
+                 (x, "kvcached", "a", "kv_prealloc_bytes", float(p)),
+                 (x, "kvcached", "a", "kv_held_bytes", float(u + p))]
+    req = pd.DataFrame({"wave": [0], "sent_time": [10.0], "end_time": [14.0]})
+    out = point_elasticity(_mem(rows), req, {"workload_start": 9.0, "workload_end": 20.0})
+    assert out["kv_held_waves_absorbed"] == 1 and out["kv_held_waves_grew"] == 0
+    assert math.isnan(out["kv_held_grow_s"]) and out["kv_held_interval_s"] == DT
+    assert out["page_bytes"] == page

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from kvexp import kvcached_segment as seg
 from kvexp.clock import Clock
 from kvexp.config import SamplerConfig
 from kvexp.kvcached_segment import write_segment
@@ -31,7 +32,7 @@ from kvexp.samplers import (
     engine_figures,
     parse_prometheus,
 )
-from kvexp.samplers.device import DeviceUnavailable
+from kvexp.samplers.device import DeviceUnavailable, NvmlSource
 
 GiB = 1 << 30
 
@@ -238,6 +239,172 @@ def test_kvcached_sampler_reads_segments(tmp_path: Path) -> None:
     }
 
 
+def test_kvcached_sampler_sums_group_segments_and_keeps_each(tmp_path: Path) -> None:
+    write_segment("kvc_h", 4 * GiB, GiB, 96 << 20, shm_dir=tmp_path)  # group 0
+    write_segment("kvc_h_g1", 2 * GiB, 48 << 20, 0, shm_dir=tmp_path)
+    write_segment("kvc_h_g2", GiB, 0, 48 << 20, shm_dir=tmp_path)
+    write_segment("kvc_h_gx", 9 * GiB, 9 * GiB, 0, shm_dir=tmp_path)  # not a group name
+    write_segment("kvc_h_g1_g1", 9 * GiB, 9 * GiB, 0, shm_dir=tmp_path)
+    instances = [InstanceHandle("h", "http://x", ipc_name="kvc_h")]
+    got = by_metric(KvcachedSampler(instances, 0.01, shm_dir=tmp_path).sample(1.0))
+    assert got["kv_limit_bytes"] == 7 * GiB
+    assert got["kv_used_bytes"] == GiB + (48 << 20)
+    assert got["kv_held_bytes"] == GiB + (192 << 20)
+    assert (got["kv_used_bytes_g0"], got["kv_used_bytes_g1"], got["kv_used_bytes_g2"]) == (
+        GiB, 48 << 20, 0)
+    assert got["kv_prealloc_bytes_g2"] == 48 << 20 and "kv_used_bytes_g3" not in got
+
+
+def test_kvcached_sampler_finds_a_group_segment_that_appears_later(tmp_path: Path) -> None:
+    write_segment("kvc_l", 4 * GiB, GiB, 0, shm_dir=tmp_path)
+    sampler = KvcachedSampler([InstanceHandle("l", "http://x", ipc_name="kvc_l")], 0.01,
+                              shm_dir=tmp_path, groups_ttl_s=0.0)
+    assert by_metric(sampler.sample(1.0))["kv_used_bytes"] == GiB
+    write_segment("kvc_l_g1", GiB, GiB, 0, shm_dir=tmp_path)
+    assert by_metric(sampler.sample(2.0))["kv_used_bytes"] == 2 * GiB
+    (tmp_path / "kvc_l_g1").unlink()
+    assert by_metric(sampler.sample(3.0))["kv_used_bytes"] == GiB
+
+
+def test_kvcached_sampler_defaults_to_100hz() -> None:
+    assert SamplerConfig().interval("kvcached") == 0.01
+    with pytest.raises(ValueError, match="-1"):
+        KvcachedSampler([], -1)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("kvexp_a.b c/d", "kvexp_a-b-c-d"),
+        ("x" * 70, "x" * 64),
+        ("é-ok_1", "é-ok_1"),  # str.isalnum, as kvcached tests characters
+    ],
+)
+def test_kvcached_ipc_name_as_kvcached_cuts_it(name: str, expected: str) -> None:
+    assert seg.kvcached_ipc_name(name) == expected
+
+
+def test_ipc_name_fits_kvcached_and_keeps_the_tag() -> None:
+    short = seg.ipc_name("qwen2.5-0.5b", "ab12cd")
+    assert short == "kvcached_qwen2-5-0-5b_ab12cd"
+    long = seg.ipc_name("m" * 100, "ab12cd")
+    assert len(long) == 64 and long.endswith("_ab12cd")
+    assert seg.kvcached_ipc_name(long) == long
+    with pytest.raises(ValueError, match="tag"):
+        seg.ipc_name("m", "")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "/abs", "a..b"])
+def test_segment_names_with_paths_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(seg.InvalidSegmentName, match="invalid kvcached segment name"):
+        seg.segment_path(name, tmp_path)
+
+
+def test_wait_for_segments_returns_when_a_limit_appears(tmp_path: Path) -> None:
+    write_segment("kvc_w", 0, 0, 0, shm_dir=tmp_path)  # created, limit not yet set
+    timer = threading.Timer(0.2, write_segment, ("kvc_w", GiB), {"shm_dir": tmp_path})
+    timer.start()
+    try:
+        got = seg.wait_for_segments("kvc_w", timeout_s=10.0, poll_s=0.02, shm_dir=tmp_path)
+    finally:
+        timer.cancel()
+    assert got.total.limit_bytes == GiB and set(got.groups) == {0}
+
+
+def test_wait_for_segments_names_the_causes(tmp_path: Path) -> None:
+    write_segment("kvc_zero", 0, 0, 0, shm_dir=tmp_path)
+    for name in ("kvc_none", "kvc_zero"):
+        t0 = time.monotonic()
+        with pytest.raises(seg.KvcachedNotActive) as err:
+            seg.wait_for_segments(name, timeout_s=0.2, poll_s=0.05, shm_dir=tmp_path)
+        assert time.monotonic() - t0 >= 0.2
+        text = str(err.value)
+        for cause in (name, "not importable", "vLLM version", "KVCACHED_IPC_NAME"):
+            assert cause in text
+
+
+class FakeNvmlError(Exception):
+    pass
+
+
+class FakeFunctionNotFound(FakeNvmlError):
+    pass
+
+
+class FakePynvml:
+    """pynvml's calls the NvmlSource makes, with a v1 `used` that includes `reserved`."""
+
+    NVMLError = FakeNvmlError
+    NVMLError_FunctionNotFound = FakeFunctionNotFound
+    NVMLError_NotSupported = type("NotSupported", (FakeNvmlError,), {})
+    nvmlMemory_v2 = 0x2000028
+
+    def __init__(self, v2: bool = True) -> None:
+        self.v2 = v2
+        self.calls: list[object] = []
+
+    def nvmlInit(self) -> None:  # noqa: N802
+        pass
+
+    def nvmlShutdown(self) -> None:  # noqa: N802
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:  # noqa: N802
+        return f"gpu{index}"
+
+    def nvmlDeviceGetMemoryInfo(self, handle: str, version: int | None = None):  # noqa: N802
+        self.calls.append(version)
+        reserved, used = 615 << 20, 4 * GiB
+        if version is None:
+            return type("M1", (), {"total": 140 * GiB, "used": used + reserved,
+                                   "free": 140 * GiB - used - reserved})
+        if not self.v2:
+            raise FakeFunctionNotFound("nvmlDeviceGetMemoryInfo_v2")
+        assert version == self.nvmlMemory_v2
+        return type("M2", (), {"total": 140 * GiB, "used": used, "reserved": reserved,
+                               "free": 140 * GiB - used - reserved, "version": version})
+
+
+def test_nvml_v2_used_is_what_nvidia_smi_shows_and_reserved_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakePynvml(v2=True)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    got = by_metric(DeviceSampler(NvmlSource(0), [], 0.2, per_instance=False).sample(1.0))
+    assert got == {"device_used_bytes": 4 * GiB, "device_total_bytes": 140 * GiB,
+                   "device_reserved_bytes": 615 << 20, "device_memory_info_version": 2}
+    assert fake.calls == [fake.nvmlMemory_v2]  # one call per tick
+
+
+def test_nvml_falls_back_to_v1_once_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakePynvml(v2=False)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    sampler = DeviceSampler(NvmlSource(0), [], 0.2, per_instance=False)
+    with caplog.at_level(logging.WARNING, logger="kvexp.samplers.device"):
+        first, second = sampler.sample(1.0), sampler.sample(2.0)
+    for got in (by_metric(first), by_metric(second)):
+        assert got == {"device_used_bytes": 4 * GiB + (615 << 20),
+                       "device_total_bytes": 140 * GiB, "device_memory_info_version": 1}
+    assert fake.calls == [fake.nvmlMemory_v2, None, None]  # v2 tried once
+    assert len([r for r in caplog.records if "v2 is not supported" in r.getMessage()]) == 1
+
+
+def test_nvml_errors_other_than_unsupported_are_not_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakePynvml()
+
+    def lost(handle: str, version: int | None = None) -> None:
+        raise FakeNvmlError("GPU is lost")
+
+    fake.nvmlDeviceGetMemoryInfo = lost  # type: ignore[method-assign]
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with pytest.raises(FakeNvmlError, match="lost"):
+        NvmlSource(0).memory()
+
+
 VLLM_METRICS = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
@@ -396,7 +563,7 @@ def test_build_samplers_honours_flags_and_intervals() -> None:
         "KvcachedSampler",
         "EngineMetricsSampler",
     ]
-    assert [s.interval_s for s in got] == [0.2, 0.2, 0.2, 1.0]
+    assert [s.interval_s for s in got] == [0.2, 0.2, 0.01, 1.0]
     assert got[0].device_wide and got[0].per_instance and got[0].source == "nvml"
     assert all(s.instances is inst for s in got)
 

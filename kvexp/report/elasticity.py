@@ -6,13 +6,24 @@ Definitions (all from the point's own samples, on its one clock):
   their last `end_time`. A point without wave indices is one wave spanning its workload window.
 - Pre-wave level: the median of the signal's samples in the `lookback_s` (1 s) before the wave
   starts; if there are none, the last sample before it.
-- Threshold: max(one page, 1% of the pre-wave level); a page is kvcached's 2 MiB.
-- Time to grow: from the wave's start to the first sample at or after it whose value exceeds
-  the pre-wave level by more than the threshold, searched until the next wave starts.
-  NaN when the signal did not grow (a static pool never does).
-- Time to release: from the wave's end to the first sample at or after it whose value is back
-  within the threshold of the pre-wave level (or below it), searched until the next wave
-  starts (or the series ends). NaN if it was never released in that time, or never grew.
+- Threshold: one kvcached page step, absolute (not a share of the level). kvcached counts
+  `pages x page_size x num_layers x num_kv_buffers` in its segment; on the H200 (vLLM 0.26,
+  kvcached 0.1.6, contiguous layout) the step was 48 MiB = 2 MiB x 24 layers, i.e.
+  page_size_mb x num_layers. Taken from meta `kv_page_bytes` if given, else inferred from
+  the segment (the largest step all its used/prealloc figures are multiples of, at least
+  2 MiB), else 2 MiB (a static pool has no pages).
+- Time to grow: from the wave's start to the first sample at or after it at least one page
+  above the pre-wave level, searched until the next wave starts. NaN when the signal did
+  not grow (a static pool never does), or when the reserve absorbed the demand.
+- Absorbed by reserve: kvcached's used KV grew by at least a page during the wave, by no more
+  than its pre-wave prealloc (the pre-mapped reserve): the demand was served without new
+  mappings. Held memory may grow later as kvcached refills its reserve; that is reported as
+  `refill_s`, not as a (slow) grow.
+- Time to release: from the wave's end to the first sample at or after it that is less than
+  a page above the pre-wave level, searched until the next wave starts (or the series ends).
+  NaN if it was never released in that time, or never grew.
+- Sampling interval: the median gap between the signal's samples; a time is only known to
+  within it, so it is reported beside every time (`<signal>_interval_s`).
 - Idle footprint: the median of the signal over the idle window [ready, workload start).
 - Memory integral: the signal integrated over time (trapezoid between samples, linear
   interpolation at the window's edges), in GiB x s, over the load window
@@ -33,11 +44,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kvexp.results.summary import GIB, device_series, kv_held_series, per_tick
+from kvexp.report.kvcached_series import PAGE_BYTES, KvDemand, kv_demand, kv_sum, page_bytes_of
+from kvexp.results.summary import GIB, device_series, per_tick
 
-PAGE_BYTES = 2 * 2**20
-REL_THRESHOLD = 0.01
 LOOKBACK_S = 1.0
+GREW, ABSORBED, NO_GROWTH = "grew", "absorbed by reserve", "no growth"
 SIGNALS = ("device", "kv_held")
 
 
@@ -56,23 +67,31 @@ class WaveElasticity:
 
     wave: Wave
     pre_level: float  # bytes
-    threshold: float  # bytes
+    threshold: float  # bytes: one page
     peak: float  # bytes, max within [start, next wave start)
     grow_s: float
     release_s: float
+    outcome: str = NO_GROWTH  # GREW, ABSORBED or NO_GROWTH
+    refill_s: float = math.nan  # absorbed rounds: when held grew anyway (reserve refilled)
+    interval_s: float = math.nan  # the signal's sampling interval
 
     @property
     def grew(self) -> bool:
         return not math.isnan(self.grow_s)
 
     @property
+    def absorbed(self) -> bool:
+        return self.outcome == ABSORBED
+
+    @property
     def released(self) -> bool:
         return not math.isnan(self.release_s)
 
 
-def threshold(level: float, page_bytes: float = PAGE_BYTES, rel: float = REL_THRESHOLD) -> float:
-    """The growth/release threshold above a level: max(one page, rel x level)."""
-    return max(page_bytes, rel * level) if not math.isnan(level) else page_bytes
+def sampling_interval(times: Any) -> float:
+    """The median gap between distinct sample times; NaN under two samples."""
+    t = np.unique(np.asarray(times, dtype=float))
+    return float(np.median(np.diff(t))) if t.size > 1 else math.nan
 
 
 def waves_of(requests: pd.DataFrame, meta: dict[str, Any] | None = None) -> list[Wave]:
@@ -124,33 +143,57 @@ def pre_level(t: np.ndarray, v: np.ndarray, start: float, lookback_s: float = LO
     return float(v[before][-1]) if before.any() else math.nan
 
 
+def _absorbed(kv: KvDemand | None, wave: Wave, limit: float, page: float,
+              lookback_s: float) -> bool | None:
+    """Whether the reserve absorbed the wave's KV demand; None if used KV did not grow."""
+    if kv is None or kv.time.size == 0:
+        return None
+    used0 = pre_level(kv.time, kv.used, wave.start, lookback_s)
+    reserve = pre_level(kv.time, kv.prealloc, wave.start, lookback_s)
+    span = (kv.time >= wave.start) & (kv.time < limit)
+    if math.isnan(used0) or not span.any():
+        return None
+    demand = float(kv.used[span].max()) - used0
+    if demand < page:
+        return None
+    return demand <= reserve
+
+
 def wave_elasticity(
     times: Any,
     values: Any,
     waves: list[Wave],
     page_bytes: float = PAGE_BYTES,
-    rel: float = REL_THRESHOLD,
     lookback_s: float = LOOKBACK_S,
+    kv: KvDemand | None = None,
 ) -> list[WaveElasticity]:
-    """Time to grow and to release for each wave of one signal (bytes over epoch seconds)."""
+    """Time to grow and to release for each wave of one signal (bytes over epoch seconds);
+    with `kv`, rounds whose demand the reserve absorbed are told apart."""
     t, v = _sorted(times, values)
+    interval = sampling_interval(t)
     out: list[WaveElasticity] = []
     ordered = sorted(waves, key=lambda w: w.start)
     for i, wave in enumerate(ordered):
         limit = ordered[i + 1].start if i + 1 < len(ordered) else math.inf
         level = pre_level(t, v, wave.start, lookback_s)
-        thr = threshold(level, page_bytes, rel)
         span = (t >= wave.start) & (t < limit)
         peak = float(v[span].max()) if span.any() else math.nan
-        grow = release = math.nan
+        first_up = release = math.nan
         if not math.isnan(level):
-            up = span & (v > level + thr)
+            up = span & (v - level >= page_bytes)
             if up.any():
-                grow = float(t[up][0] - wave.start)
-                back = (t >= wave.end) & (t < limit) & (v <= level + thr)
+                first_up = float(t[up][0] - wave.start)
+                back = (t >= wave.end) & (t < limit) & (v - level < page_bytes)
                 if back.any():
                     release = float(t[back][0] - wave.end)
-        out.append(WaveElasticity(wave, level, thr, peak, grow, release))
+        absorbed = _absorbed(kv, wave, limit, page_bytes, lookback_s)
+        if absorbed:
+            out.append(WaveElasticity(wave, level, page_bytes, peak, math.nan, math.nan,
+                                      ABSORBED, first_up, interval))
+        else:
+            outcome = NO_GROWTH if math.isnan(first_up) else GREW
+            out.append(WaveElasticity(wave, level, page_bytes, peak, first_up, release,
+                                      outcome, math.nan, interval))
     return out
 
 
@@ -174,8 +217,7 @@ def kv_efficiency(memory: pd.DataFrame, t0: float, t1: float) -> tuple[float, st
     """Mean used/held KV fraction over [t0, t1], and which figure it came from."""
     if memory.empty or math.isnan(t0) or math.isnan(t1):
         return math.nan, ""
-    used = per_tick(memory, "kvcached", "kv_used_bytes", "sum")
-    held = per_tick(memory, "kvcached", "kv_held_bytes", "sum")
+    used, held = kv_sum(memory, "kv_used_bytes"), kv_sum(memory, "kv_held_bytes")
     if not held.empty:
         both = pd.concat([used.rename("used"), held.rename("held")], axis=1).dropna()
         both = both[(both.index >= t0) & (both.index <= t1) & (both["held"] > 0)]
@@ -192,8 +234,11 @@ def signal_series(memory: pd.DataFrame, signal: str) -> pd.DataFrame:
     """A signal's samples as columns time, value (bytes)."""
     if memory.empty:
         return pd.DataFrame(columns=["time", "value"])
-    df = device_series(memory) if signal == "device" else kv_held_series(memory)
-    return df[["time", "value"]] if not df.empty else pd.DataFrame(columns=["time", "value"])
+    if signal == "device":
+        df = device_series(memory)
+        return df[["time", "value"]] if not df.empty else pd.DataFrame(columns=["time", "value"])
+    held = kv_sum(memory, "kv_held_bytes")
+    return pd.DataFrame({"time": held.index.to_numpy(float), "value": held.to_numpy(float)})
 
 
 def _median(xs: list[float]) -> float:
@@ -204,18 +249,25 @@ def _median(xs: list[float]) -> float:
 def point_elasticity(
     memory: pd.DataFrame, requests: pd.DataFrame, meta: dict[str, Any]
 ) -> dict[str, Any]:
-    """One point's elasticity figures, flat: `<signal>_grow_s`, `<signal>_release_s`, ..."""
+    """One point's elasticity figures, flat: `<signal>_grow_s`, `<signal>_release_s`,
+    `<signal>_interval_s` (the sampling interval those times are known within),
+    `<signal>_waves_absorbed`, `<signal>_refill_s`, ... and `page_bytes` (the threshold)."""
     waves = waves_of(requests, meta)
     ready = _num(meta.get("ready_time"))
     w0, w1 = _num(meta.get("workload_start")), _num(meta.get("workload_end"))
-    out: dict[str, Any] = {"waves": len(waves)}
+    page = page_bytes_of(memory, meta)
+    kv = kv_demand(memory)
+    out: dict[str, Any] = {"waves": len(waves), "page_bytes": page}
     for sig in SIGNALS:
         s = signal_series(memory, sig)
         t, v = s["time"].to_numpy(float), s["value"].to_numpy(float)
-        per_wave = wave_elasticity(t, v, waves) if len(t) else []
+        per_wave = wave_elasticity(t, v, waves, page, kv=kv) if len(t) else []
+        out[f"{sig}_interval_s"] = sampling_interval(t)
         out[f"{sig}_grow_s"] = _median([w.grow_s for w in per_wave])
         out[f"{sig}_release_s"] = _median([w.release_s for w in per_wave])
         out[f"{sig}_waves_grew"] = sum(w.grew for w in per_wave)
+        out[f"{sig}_waves_absorbed"] = sum(w.absorbed for w in per_wave)
+        out[f"{sig}_refill_s"] = _median([w.refill_s for w in per_wave])
         out[f"{sig}_waves_released"] = sum(w.released for w in per_wave)
         idle = s[(s["time"] >= ready) & (s["time"] < w0)]["value"] if len(t) else s["value"]
         out[f"{sig}_idle_gib"] = float(idle.median()) / GIB if len(idle) else math.nan

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kvexp.records import RequestSpec
+from kvexp.results.records import RequestSpec
 from kvexp.workloads.prompts import MIN_TOKEN_ID
 from kvexp.workloads.traces import TraceRequest
 

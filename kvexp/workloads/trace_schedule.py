@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from kvexp.records import RequestSpec
+from kvexp.results.records import RequestSpec
 from kvexp.workloads.trace_prompts import TracePrompts, trace_request_specs
 from kvexp.workloads.traces import TraceOptions, TraceStats, plan_table
 from kvexp.workloads.traces_load import TraceColumns, read_trace

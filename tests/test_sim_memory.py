@@ -75,7 +75,7 @@ def test_static_pool_holds_its_memory_from_start(tmp_path: Path) -> None:
     assert snap.used_bytes == TINY.base_bytes + fixed + pool.held_bytes
     assert snap.processes == {os.getpid(): fixed + pool.held_bytes}
     # vLLM's budget: utilization x what PyTorch sees (total - driver reserve), plus the context.
-    budget = 0.5 * (TINY.total_bytes - TINY.base_bytes)
+    budget = 0.5 * (TINY.total_bytes - TINY.reserved_bytes)
     assert abs(snap.used_bytes - TINY.base_bytes - TINY.context_bytes - budget) <= pool.block_bytes
     assert pool.allocate(100) and pool.held_bytes == device.snapshot().instances["a"] - fixed
     pool.free(100)

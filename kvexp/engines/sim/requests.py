@@ -1,0 +1,216 @@
+"""Request bodies checked as vLLM checks them, with vLLM's 400 error shapes.
+
+Schema errors (a wrong JSON type) read as vLLM's pydantic ones: type "Bad Request",
+message "1 validation error: ...", param "body.<field>". Sampling-parameter errors read
+as vLLM's SamplingParams ones: type "BadRequestError", param the field.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from kvexp.engines.sim.engine import chat_tokens, text_tokens
+
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's (and OpenAI's) default for /v1/completions
+MAX_N = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default
+
+
+class RequestError(ValueError):
+    """A bad request: HTTP `status` with vLLM's error body."""
+
+    def __init__(self, message: str, kind: str, param: str | None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.kind, self.param, self.status = message, kind, param, status
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.status,
+            }
+        }
+
+
+def schema_error(field: str, kind: str, msg: str, value: object) -> RequestError:
+    loc = f"body.{field}"
+    err = {"type": kind, "loc": loc, "msg": msg, "input": repr(value)[:200]}
+    return RequestError(f"1 validation error:\n  {err}", "Bad Request", loc)
+
+
+def param_error(message: str, param: str | None) -> RequestError:
+    return RequestError(message, "BadRequestError", param)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What the sim needs from a request."""
+
+    prompts: list[int]  # prompt tokens of each prompt (one for chat)
+    max_tokens: int | None
+    n: int
+    logprobs: int | None  # top alternatives a token (0: the token's own only); None: off
+    ignore_eos: bool
+    stream: bool
+    include_usage: bool
+    continuous: bool
+
+
+def _int(body: dict[str, Any], key: str) -> int | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise schema_error(key, "int_type", "Input should be a valid integer", v)
+    if isinstance(v, float) and not v.is_integer():
+        raise schema_error(
+            key,
+            "int_from_float",
+            "Input should be a valid integer, got a number with a fractional part",
+            v,
+        )
+    return int(v)
+
+
+def _float(body: dict[str, Any], key: str) -> float | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise schema_error(key, "float_type", "Input should be a valid number", v)
+    return float(v)
+
+
+def _bool(d: dict[str, Any], key: str, where: str = "") -> bool:
+    v = d.get(key)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise schema_error(where + key, "bool_type", "Input should be a valid boolean", v)
+    return v
+
+
+def _token_ids(ids: list[Any], vocab_size: int, where: str) -> int:
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise schema_error(where, "int_type", "Input should be a valid integer", ids)
+    bad = [t for t in ids if t < 0 or t >= vocab_size]
+    if bad:
+        raise param_error(f"Token id {bad[0]} is out of vocabulary", "prompt")
+    return len(ids)
+
+
+def _prompts(body: dict[str, Any], chat: bool, vocab_size: int) -> list[int]:
+    if chat:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise schema_error(
+                "messages", "list_type", "Input should be a non-empty list", messages
+            )
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise schema_error(
+                    f"messages.{i}", "model_type", "Input should be a message object with a role", m
+                )
+            content = m.get("content")
+            if content is not None and not isinstance(content, (str, list)):
+                raise schema_error(
+                    f"messages.{i}.content",
+                    "string_type",
+                    "Input should be a valid string",
+                    content,
+                )
+        return [chat_tokens(messages)]
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [text_tokens(prompt)]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, str) for p in prompt):  # a batch of texts
+            return [text_tokens(p) for p in prompt]
+        if all(isinstance(p, list) and p for p in prompt):  # a batch of token-id lists
+            return [_token_ids(p, vocab_size, f"prompt.{i}") for i, p in enumerate(prompt)]
+        return [_token_ids(prompt, vocab_size, "prompt")]
+    raise schema_error(
+        "prompt",
+        "union_type",
+        "Input should be a string, a list of strings, a list of token "
+        "ids or a list of token-id lists (non-empty)",
+        prompt,
+    )
+
+
+def _logprobs(body: dict[str, Any], chat: bool) -> int | None:
+    if not chat:
+        lp = _int(body, "logprobs")
+        if lp is not None and lp < 0 and lp != -1:
+            raise param_error(f"logprobs must be non-negative or -1, got {lp}.", "logprobs")
+        return None if lp is None else max(lp, 0)
+    on = _bool(body, "logprobs")
+    top = _int(body, "top_logprobs") or 0
+    if top < 0 and top != -1:
+        raise param_error("`top_logprobs` must be a positive value or -1.", "top_logprobs")
+    if top != 0 and not on:
+        raise param_error(
+            "when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs"
+        )
+    return max(top, 0) if on else None
+
+
+def parse(body: Any, chat: bool, vocab_size: int) -> Parsed:
+    """The request's figures; RequestError as vLLM would answer it."""
+    if not isinstance(body, dict):
+        raise RequestError(
+            "invalid request body: the body must be a JSON object", "BadRequestError", None
+        )
+    prompts = _prompts(body, chat, vocab_size)
+    max_tokens = _int(body, "max_tokens")
+    if chat and max_tokens is None:
+        max_tokens = _int(body, "max_completion_tokens")
+    if not chat and max_tokens is None:
+        max_tokens = COMPLETIONS_DEFAULT_MAX_TOKENS
+    n = _int(body, "n")
+    n = 1 if n is None else n
+    if not 1 <= n <= MAX_N:
+        raise param_error(f"n must be at least 1 and at most {MAX_N}, got {n}.", "n")
+    temperature = _float(body, "temperature")
+    if temperature is not None:
+        if not math.isfinite(temperature) or not 0.0 <= temperature <= 2.0:
+            raise param_error(f"temperature must be in [0, 2], got {temperature}.", "temperature")
+        if temperature == 0.0 and n > 1:
+            raise param_error(f"n must be 1 when using greedy sampling, got {n}.", "n")
+    top_p = _float(body, "top_p")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise param_error(f"top_p must be in (0, 1], got {top_p}.", "top_p")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise schema_error(
+            "stream_options", "model_type", "Input should be a valid dictionary or object", options
+        )
+    options = options or {}
+    include_usage = _bool(options, "include_usage", "stream_options.")
+    continuous = _bool(options, "continuous_usage_stats", "stream_options.")
+    return Parsed(
+        prompts=prompts,
+        max_tokens=max_tokens,
+        n=n,
+        logprobs=_logprobs(body, chat),
+        ignore_eos=_bool(body, "ignore_eos"),
+        stream=_bool(body, "stream"),
+        include_usage=include_usage,
+        continuous=include_usage and continuous,
+    )
+
+
+def fake_logprobs(rng: random.Random, text: str, top: int, words: tuple[str, ...]) -> dict:
+    """A plausible, simulated logprob for `text` and `top` alternatives (marked as such)."""
+    own = -rng.expovariate(4.0)
+    others = sorted((own - rng.expovariate(1.0) for _ in range(top)), reverse=True)
+    alts = [w for w in words if w != text][:top]
+    return {
+        "token": text,
+        "logprob": own,
+        "top": [(text, own), *zip(alts, others, strict=False)][:top],
+    }

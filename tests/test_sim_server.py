@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,9 +23,11 @@ from kvexp.config import (
     SimEngineConfig,
 )
 from kvexp.engines.sim.device import SimDevice
+from kvexp.engines.sim.engine import SimEngine
 from kvexp.engines.sim.gpus import get_gpu
 from kvexp.engines.sim.launch import build_sim_launch, load_spec
-from kvexp.engines.sim.memory import activation_bytes, kv_budget_bytes
+from kvexp.engines.sim.memory import StaticPool, activation_bytes, kv_budget_bytes
+from kvexp.engines.sim.server import SimApi
 from kvexp.kvcached_segment import read_segment, segment_path
 
 MODEL = ModelConfig(
@@ -334,3 +337,35 @@ def test_no_kvcached_fault_builds_a_static_pool_and_no_segment(
     block = SimEngineConfig().block_size * MODEL.kv_bytes_per_token
     assert inst["kv_bytes"] == budget // block * block  # the whole static pool, from the start
     assert inst["context_bytes"] == gpu.context_bytes  # no kvcached runtime either
+
+
+def test_health_is_503_once_the_engine_loop_dies(tmp_path: Path) -> None:
+    """In process: a step loop that raises makes /health 503 and calls on_death."""
+    device = SimDevice(tmp_path / "dev.json", get_gpu("tiny"))
+    device.register("a", os.getpid(), 0, MODEL.weight_bytes, 0)
+    pool = StaticPool(device, "a", MODEL, AllocatorConfig(kind="static"), 16, 0)
+    sim = SimEngineConfig(gpu="tiny", time_scale=0.001)
+
+    def boom() -> None:
+        raise OSError(24, "Too many open files")
+
+    engine = SimEngine(MODEL, sim, get_gpu("tiny"), pool, step_hook=boom)
+    deaths: list[BaseException] = []
+
+    async def go() -> tuple[int, int, int]:
+        transport = httpx.ASGITransport(app=SimApi(engine, "kvexp/toy").app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+            engine.start(deaths.append)
+            before = (await client.get("/health")).status_code
+            seq = engine.submit(10, 4, ignore_eos=True)
+            while seq.finish_reason is None:
+                await asyncio.sleep(0.001)
+            after = await client.get("/health")
+            assert after.json()["error"]["type"] == "ServiceUnavailableError"
+            refused = await client.post("/v1/completions", json=COMPLETION)
+            await engine.stop()  # does not raise the loop's error
+            return before, after.status_code, refused.status_code
+
+    assert asyncio.run(go()) == (200, 503, 503)
+    assert len(deaths) == 1 and isinstance(engine.failure, OSError)
+    pool.close()

@@ -296,6 +296,9 @@ class SimApi:
             if req.continuous:
                 chunk["usage"] = self._usage(seqs, req, outputs)
             yield _sse(chunk)
+        if self.engine.failure is not None:  # as vLLM: an error event, then [DONE]
+            error = {"message": f"engine dead: {self.engine.failure!r}", "code": 500}
+            yield _sse({"error": {**error, "type": "InternalServerError", "param": None}})
         if req.include_usage:
             final = self._chunk(rid, chat, [])
             final["usage"] = self._usage(seqs, req, outputs)
@@ -307,6 +310,8 @@ class SimApi:
         async for i, text, _ in self._merged(seqs):
             if text is not None:
                 texts[i].append(text)
+        if self.engine.failure is not None:  # the engine died under the request
+            return _error(500, f"engine dead: {self.engine.failure!r}", "InternalServerError")
         choices = []
         for i, (seq, parts) in enumerate(zip(seqs, texts, strict=True)):
             text = "".join(parts)

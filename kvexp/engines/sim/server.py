@@ -2,6 +2,9 @@
 
 Every response carries `x-kvexp-engine: sim`; completions carry
 `"system_fingerprint": "kvexp-sim"`; /metrics starts with a comment saying so.
+Requests are checked as vLLM checks them (requests.py); `n` choices, batched prompts
+(choice index = prompt x n + j) and logprobs are served, the logprobs simulated and
+marked `"kvexp_simulated": true`. /health is 503 once the engine's step loop died.
 """
 
 from __future__ import annotations

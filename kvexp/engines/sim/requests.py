@@ -42,8 +42,15 @@ def schema_error(field: str, kind: str, msg: str, value: object) -> RequestError
     return RequestError(f"1 validation error:\n  {err}", "Bad Request", loc)
 
 
-def param_error(message: str, param: str | None) -> RequestError:
+def param_error(message: str, param: str | None, value: object = None) -> RequestError:
+    """vLLM's VLLMValidationError: the parameter (and value) appended when it names one."""
+    if param is not None:
+        message += f" (parameter={param}" + ("" if value is None else f", value={value}") + ")"
     return RequestError(message, "BadRequestError", param)
+
+
+TRUE = {"1", "on", "t", "true", "y", "yes"}  # pydantic's lax booleans
+FALSE = {"0", "off", "f", "false", "n", "no"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,12 @@ def _int(body: dict[str, Any], key: str) -> int | None:
     v = body.get(key)
     if v is None:
         return None
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            msg = "Input should be a valid integer, unable to parse string as an integer"
+            raise schema_error(key, "int_parsing", msg, v) from None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise schema_error(key, "int_type", "Input should be a valid integer", v)
     if isinstance(v, float) and not v.is_integer():
@@ -87,34 +100,41 @@ def _float(body: dict[str, Any], key: str) -> float | None:
 
 def _bool(d: dict[str, Any], key: str, where: str = "") -> bool:
     v = d.get(key)
-    if v is None:
-        return False
-    if not isinstance(v, bool):
-        raise schema_error(where + key, "bool_type", "Input should be a valid boolean", v)
-    return v
+    if v is None or isinstance(v, bool):
+        return bool(v)
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.lower() in TRUE | FALSE:
+        return v.lower() in TRUE
+    raise schema_error(where + key, "bool_type", "Input should be a valid boolean", v)
 
 
 def _token_ids(ids: list[Any], vocab_size: int, where: str) -> int:
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-        raise schema_error(where, "int_type", "Input should be a valid integer", ids)
-    bad = [t for t in ids if t < 0 or t >= vocab_size]
-    if bad:
-        raise param_error(f"Token id {bad[0]} is out of vocabulary", "prompt")
+    for j, t in enumerate(ids):
+        if not isinstance(t, int) or isinstance(t, bool):
+            raise schema_error(f"{where}.{j}", "int_type", "Input should be a valid integer", t)
+        if t < 0:
+            msg = "Input should be greater than or equal to 0"
+            raise schema_error(f"{where}.{j}", "greater_than_equal", msg, t)
+    if (top := max(ids)) >= vocab_size:
+        raise param_error(f"Token id {top} is out of vocabulary", None)
     return len(ids)
 
 
 def _prompts(body: dict[str, Any], chat: bool, vocab_size: int) -> list[int]:
     if chat:
         messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise schema_error(
-                "messages", "list_type", "Input should be a non-empty list", messages
+        if not isinstance(messages, list):
+            raise schema_error("messages", "list_type", "Input should be a valid list", messages)
+        if not messages:
+            msg = (
+                "Cannot apply chat template to an empty conversation. Provide at least one message."
             )
+            raise param_error(msg, None)
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise schema_error(
-                    f"messages.{i}", "model_type", "Input should be a message object with a role", m
-                )
+                loc = f"messages.{i}.ChatCompletionDeveloperMessageParam"  # vLLM's first branch
+                raise schema_error(loc, "dict_type", "Input should be a valid dictionary", m)
             content = m.get("content")
             if content is not None and not isinstance(content, (str, list)):
                 raise schema_error(
@@ -146,12 +166,12 @@ def _logprobs(body: dict[str, Any], chat: bool) -> int | None:
     if not chat:
         lp = _int(body, "logprobs")
         if lp is not None and lp < 0 and lp != -1:
-            raise param_error(f"logprobs must be non-negative or -1, got {lp}.", "logprobs")
+            raise param_error("`logprobs` must be a positive value or -1.", "logprobs", lp)
         return None if lp is None else max(lp, 0)
     on = _bool(body, "logprobs")
     top = _int(body, "top_logprobs") or 0
     if top < 0 and top != -1:
-        raise param_error("`top_logprobs` must be a positive value or -1.", "top_logprobs")
+        raise param_error("`top_logprobs` must be a positive value or -1.", "top_logprobs", top)
     if top != 0 and not on:
         raise param_error(
             "when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs"
@@ -174,20 +194,29 @@ def parse(body: Any, chat: bool, vocab_size: int) -> Parsed:
     n = _int(body, "n")
     n = 1 if n is None else n
     if not 1 <= n <= MAX_N:
-        raise param_error(f"n must be at least 1 and at most {MAX_N}, got {n}.", "n")
+        msg = f"n must be at least 1, got {n}." if n < 1 else f"n must be at most {MAX_N}, got {n}."
+        raise param_error(msg, None)
     temperature = _float(body, "temperature")
     if temperature is not None:
         if not math.isfinite(temperature) or not 0.0 <= temperature <= 2.0:
-            raise param_error(f"temperature must be in [0, 2], got {temperature}.", "temperature")
+            msg = f"temperature must be in [0, 2], got {temperature}."
+            if temperature < 0.0:
+                msg = f"temperature must be non-negative, got {temperature}."
+            if not math.isfinite(temperature):
+                msg = f"temperature must be a finite number, got {temperature}."
+            raise param_error(msg, "temperature", temperature)
         if temperature == 0.0 and n > 1:
-            raise param_error(f"n must be 1 when using greedy sampling, got {n}.", "n")
+            raise param_error(f"n must be 1 when using greedy sampling, got {n}.", None)
     top_p = _float(body, "top_p")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise param_error(f"top_p must be in (0, 1], got {top_p}.", "top_p")
+        raise param_error(f"top_p must be in (0, 1], got {top_p}.", "top_p", top_p)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise schema_error(
-            "stream_options", "model_type", "Input should be a valid dictionary or object", options
+            "stream_options",
+            "model_attributes_type",
+            "Input should be a valid dictionary or object to extract fields from",
+            options,
         )
     options = options or {}
     include_usage = _bool(options, "include_usage", "stream_options.")

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from kvexp.engines.sim.engine import chat_tokens, text_tokens
+from kvexp.engines.sim.engine import WORDS, chat_tokens, text_tokens
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's (and OpenAI's) default for /v1/completions
 MAX_N = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default
@@ -242,4 +242,34 @@ def fake_logprobs(rng: random.Random, text: str, top: int, words: tuple[str, ...
         "token": text,
         "logprob": own,
         "top": [(text, own), *zip(alts, others, strict=False)][:top],
+    }
+
+
+def logprobs_body(seed: str, chat: bool, top: int, texts: list[str], start: int = 0) -> dict:
+    """A choice's `logprobs` for tokens `texts` (numbered from `start`), in vLLM's chat or
+    completions shape; simulated (`kvexp_simulated`) and repeatable per (seed, token)."""
+    entries = [
+        fake_logprobs(random.Random(f"logprobs:{seed}:{start + k}"), t, top, WORDS)
+        for k, t in enumerate(texts)
+    ]
+    if chat:
+        content = [
+            {
+                "token": e["token"],
+                "logprob": e["logprob"],
+                "bytes": list(e["token"].encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in e["top"]
+                ],
+            }
+            for e in entries
+        ]
+        return {"content": content, "kvexp_simulated": True}
+    offsets = [sum(len(t) for t in texts[:i]) for i in range(len(texts))]
+    return {
+        "text_offset": offsets,
+        "token_logprobs": [e["logprob"] for e in entries],
+        "tokens": [e["token"] for e in entries],
+        "top_logprobs": [dict(e["top"]) for e in entries],
+        "kvexp_simulated": True,
     }

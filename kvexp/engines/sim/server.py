@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,9 +23,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kvexp.engines.sim.engine import WORDS, EngineDead, PromptTooLong, Sequence, SimEngine
+from kvexp.engines.sim.engine import EngineDead, PromptTooLong, Sequence, SimEngine
 from kvexp.engines.sim.faults import GARBAGE, Fault
-from kvexp.engines.sim.requests import Parsed, RequestError, fake_logprobs, parse
+from kvexp.engines.sim.requests import Parsed, RequestError, logprobs_body, parse
 
 FINGERPRINT = "kvexp-sim"
 
@@ -232,32 +231,7 @@ class SimApi:
         self, seq: Sequence, chat: bool, top: int, texts: list[str], start: int = 0
     ) -> dict:
         """Simulated logprobs of `texts` (tokens `start`...), repeatable per token."""
-        seed = f"logprobs:{self.engine.seed}:{seq.seq_id}"
-        entries = [
-            fake_logprobs(random.Random(f"{seed}:{start + k}"), t, top, WORDS)
-            for k, t in enumerate(texts)
-        ]
-        if chat:
-            content = [
-                {
-                    "token": e["token"],
-                    "logprob": e["logprob"],
-                    "bytes": list(e["token"].encode()),
-                    "top_logprobs": [
-                        {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in e["top"]
-                    ],
-                }
-                for e in entries
-            ]
-            return {"content": content, "kvexp_simulated": True}
-        offsets = [sum(len(t) for t in texts[:i]) for i in range(len(texts))]
-        return {
-            "text_offset": offsets,
-            "token_logprobs": [e["logprob"] for e in entries],
-            "tokens": [e["token"] for e in entries],
-            "top_logprobs": [dict(e["top"]) for e in entries],
-            "kvexp_simulated": True,
-        }
+        return logprobs_body(f"{self.engine.seed}:{seq.seq_id}", chat, top, texts, start)
 
     def _usage(self, seqs: list[Sequence], req: Parsed, outputs: list[int]) -> dict[str, int]:
         prompt = sum(seqs[i].prompt_tokens for i in range(0, len(seqs), req.n))

@@ -179,8 +179,8 @@ class SimEngineConfig:
     step_overhead_ms: float = 12.0  # fixed cost of one engine step (H200 eager vLLM-like)
     time_scale: float = 1.0  # < 1 runs the simulated clock faster (tests)
     startup_s: float = 0.5  # simulated load time before the server reports ready
-    # Fault injection, to test kvexp itself: none | exit | kill | hang | garbage
-    # (kvexp/engines/sim/faults.py), starting fault_after_s after the first request.
+    # Fault injection, to test kvexp itself: one of FAULTS in kvexp/engines/sim/faults.py
+    # (exit, kill, hang, garbage, engine_error, no_kvcached; none), from fault_after_s on.
     fault: str = "none"
     fault_after_s: float = 1.0
 

@@ -1,7 +1,10 @@
 """A simulated GPU shared by the sim servers of one run: a JSON file guarded by flock.
 
-Format: `{"gpu", "total_bytes", "base_bytes", "instances": {name: {"pid",
-"context_bytes", "weights_bytes", "activation_bytes", "kv_bytes"}}}`. Every change
+Format: `{"gpu", "total_bytes", "base_bytes", "reserved_bytes", "instances": {name:
+{"pid", "context_bytes", "weights_bytes", "activation_bytes", "kv_bytes"}}}`. Used is
+counted as nvidia-smi (NVML v2) does: base + instances, the driver's `reserved_bytes`
+apart. A file without `reserved_bytes` (older sims, whose base counted the reservation)
+reads as reserved 0. Every change
 takes an exclusive flock on `<path>.lock` and replaces the file atomically; reads
 take a shared lock. Instances whose process has exited are dropped, as a real
 driver frees a dead process's memory.
@@ -35,6 +38,7 @@ class DeviceSnapshot:
     used_bytes: int  # base + every instance's context, weights, activations and KV
     processes: dict[int, int]  # pid -> bytes
     instances: dict[str, int]  # instance name -> bytes
+    reserved_bytes: int = 0  # the driver's reservation, not in used (NVML v2 `reserved`)
 
 
 def _alive(pid: int) -> bool:
@@ -50,6 +54,11 @@ def _instance_bytes(inst: dict[str, Any]) -> int:
 
 def _used(state: dict[str, Any]) -> int:
     return int(state["base_bytes"]) + sum(_instance_bytes(i) for i in state["instances"].values())
+
+
+def _usable(state: dict[str, Any]) -> int:
+    """Total less the driver's reservation: what processes can have."""
+    return int(state["total_bytes"]) - int(state.get("reserved_bytes", 0))
 
 
 def _mib(n: int) -> str:
@@ -72,6 +81,7 @@ class SimDevice:
                             "gpu": gpu.name,
                             "total_bytes": gpu.total_bytes,
                             "base_bytes": gpu.base_bytes,
+                            "reserved_bytes": gpu.reserved_bytes,
                             "instances": {},
                         }
                     )
@@ -126,11 +136,12 @@ class SimDevice:
             state["instances"].pop(name, None)
             need = context_bytes + weights_bytes + activation_bytes
             used = _used(state)
-            if used + need > state["total_bytes"]:
+            total = _usable(state)
+            if used + need > total:
                 raise InsufficientMemory(
                     f"insufficient device memory: instance {name!r} needs {_mib(need)} "
                     f"(context, weights, activations) but only "
-                    f"{_mib(state['total_bytes'] - used)} of {_mib(state['total_bytes'])} is free"
+                    f"{_mib(total - used)} of {_mib(total)} is free"
                 )
             state["instances"][name] = {
                 "pid": pid,
@@ -187,4 +198,5 @@ class SimDevice:
             used_bytes=_used(state),
             processes=processes,
             instances={k: _instance_bytes(v) for k, v in live.items()},
+            reserved_bytes=int(state.get("reserved_bytes", 0)),
         )

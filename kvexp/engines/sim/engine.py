@@ -6,7 +6,8 @@ bandwidth, FLOPs / bf16 FLOP/s) + a fixed step overhead, times `time_scale`.
 Bytes read are the weights plus the KV of every running sequence; FLOPs are
 2 x parameters x tokens in the step (prefill tokens included).
 
-Token counts: a text prompt counts ceil(words / 0.75) tokens (at least 1); a chat
+Token counts (an estimate: the sim has no tokenizer): a text prompt counts one token
+for each CJK character plus ceil(other words / 0.75) (at least 1); a chat
 adds CHAT_MESSAGE_TOKENS a message and CHAT_PROMPT_TOKENS for the template; a
 token-id prompt counts its length. Output is pseudo-words, one token each. Unless
 `ignore_eos`, a sequence stops early with probability EOS_PROB a token, drawn
@@ -19,7 +20,9 @@ import asyncio
 import contextlib
 import math
 import random
+import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kvexp.config import ModelConfig, SimEngineConfig
@@ -34,12 +37,22 @@ CHAT_PROMPT_TOKENS = 3
 MAX_BATCHED_TOKENS = 8192  # prefill tokens admitted in one step (the first is always admitted)
 
 
+# Han, kana, hangul and their compatibility / full-width blocks: about a token a character
+CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
 class PromptTooLong(ValueError):
     """The request does not fit in max_model_len (HTTP 400 in vLLM)."""
 
 
+class EngineDead(RuntimeError):
+    """The engine's step loop has died; no request can be served."""
+
+
 def text_tokens(text: str) -> int:
-    return max(1, math.ceil(len(text.split()) / WORDS_PER_TOKEN))
+    """Estimated tokens of `text`: one a CJK character, ceil(words / 0.75) for the rest."""
+    rest, cjk = CJK.subn(" ", text)
+    return max(1, cjk + math.ceil(len(rest.split()) / WORDS_PER_TOKEN))
 
 
 def chat_tokens(messages: list[dict]) -> int:
@@ -94,8 +107,11 @@ class SimEngine:
         gpu: GpuSpec,
         pool: KvPool,
         seed: int = 0,
+        step_hook: Callable[[], None] | None = None,
     ) -> None:
         self.model, self.sim, self.gpu, self.pool, self.seed = model, sim, gpu, pool, seed
+        self.step_hook = step_hook  # called before each step (fault injection)
+        self.failure: BaseException | None = None  # what killed the step loop, if it died
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.preemptions = 0
@@ -108,6 +124,8 @@ class SimEngine:
 
     def submit(self, prompt_tokens: int, max_tokens: int | None, ignore_eos: bool) -> Sequence:
         """Queue a request; PromptTooLong if it cannot fit in max_model_len."""
+        if self.failure is not None:
+            raise EngineDead(f"the engine's step loop died: {self.failure!r}")
         limit = self.model.max_model_len
         if prompt_tokens >= limit:
             raise PromptTooLong(
@@ -159,14 +177,26 @@ class SimEngine:
         roof = max(read / self.gpu.mem_bandwidth_bytes_s, flops / self.gpu.bf16_flops)
         return roof + self.sim.step_overhead_ms / 1000.0
 
-    def start(self) -> None:
+    def start(self, on_death: Callable[[BaseException], None] | None = None) -> None:
+        """Run the step loop; if it dies, abort every request and call `on_death(error)`."""
+
+        def done(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or task.exception() is None:
+                return
+            self.failure = task.exception()
+            for seq in [*self.running, *self.waiting]:
+                self._finish(seq, "abort")
+            if on_death is not None:
+                on_death(self.failure)
+
         self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._task.add_done_callback(done)
 
     async def stop(self) -> None:
-        """Stop stepping and abort every request."""
+        """Stop stepping and abort every request; never raises the loop's own error."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
         for seq in [*self.running, *self.waiting]:
@@ -182,8 +212,9 @@ class SimEngine:
         if seq in self.waiting:
             self.waiting.remove(seq)
         if seq.blocks:
-            self.pool.free(seq.blocks)
-            seq.blocks = 0
+            blocks, seq.blocks = seq.blocks, 0
+            with contextlib.suppress(OSError):  # a dying engine may have no file left to open
+                self.pool.free(blocks)
         seq.events.put_nowait(None)
 
     def _preempt(self, seq: Sequence) -> None:
@@ -233,6 +264,8 @@ class SimEngine:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self.step_hook is not None:
+                self.step_hook()
             preempted = self._grow_running()
             prefills = [] if preempted else self._admit()
             if not self.running:  # waiting for memory (another instance, a limit)

@@ -5,6 +5,10 @@ A fault starts `fault_after_s` (simulated seconds) after the server's first requ
   kill     the server SIGKILLs itself (what the kernel's OOM killer does)
   hang     streams stop mid-way and new requests never answer (health stays OK)
   garbage  streams send a malformed SSE event, then go on
+  engine_error  the engine's step loop raises (as on EMFILE): /health turns 503 and the
+           server exits 1 after releasing its memory
+  no_kvcached  from the start: a kvcached instance builds vLLM's static pool and writes no
+           segment, as vLLM does when kvcached cannot be imported (allocator still "kvcached")
 Every fault is logged as "FAULT INJECTED", so a log never passes one off as a real failure.
 """
 
@@ -17,7 +21,7 @@ import signal
 import time
 
 log = logging.getLogger("kvexp.sim")
-FAULTS = ("none", "exit", "kill", "hang", "garbage")
+FAULTS = ("none", "exit", "kill", "hang", "garbage", "engine_error", "no_kvcached")
 GARBAGE = "data: {this is not json\n\n"
 
 
@@ -48,6 +52,12 @@ class Fault:
     @property
     def garbles(self) -> bool:
         return self.kind == "garbage" and self.active
+
+    def check_engine(self) -> None:
+        """The engine's step hook: raises once an engine_error fault is active."""
+        if self.kind == "engine_error" and self.active:
+            log.error("kvexp sim engine (simulated): FAULT INJECTED: engine_error")
+            raise OSError("FAULT INJECTED: engine_error (simulated engine loop failure)")
 
     def _crash(self) -> None:
         log.error("kvexp sim engine (simulated): FAULT INJECTED: %s", self.kind)

@@ -25,6 +25,10 @@ PROFILE_TOKENS = 2048  # tokens of vLLM's profiling step, for the activation est
 # PyTorch's cache: fitted to the 2.15 / 2.17 GiB "peak activation" vLLM 0.26 reported on
 # an H200 for the Qwen2.5-0.5B / 1.5B shapes at max_num_seqs 256 (docs/h200.md).
 SAMPLER_LOGIT_COPIES = 14.5
+# kvcached's own device memory outside PyTorch and its KV pages (its CUDA virtual-memory
+# runtime): fitted to the H200's kvcached idle, 4.27 GiB in nvidia-smi, which is 0.28 GiB
+# above weights + activation peak + KV at idle + a static server's context (docs/h200.md).
+KVCACHED_RUNTIME_BYTES = 280 * MiB
 
 
 def activation_bytes(model: ModelConfig, max_batch: int) -> int:
@@ -39,7 +43,8 @@ def activation_bytes(model: ModelConfig, max_batch: int) -> int:
 def kv_budget_bytes(gpu: GpuSpec, model: ModelConfig, utilization: float, activation: int) -> int:
     """vLLM's KV budget: utilization x the memory PyTorch sees (NVML's total less what the
     driver reserves) - weights - activations. The CUDA context lies outside the budget."""
-    return int(utilization * (gpu.total_bytes - gpu.base_bytes)) - model.weight_bytes - activation
+    visible = gpu.total_bytes - gpu.reserved_bytes
+    return int(utilization * visible) - model.weight_bytes - activation
 
 
 def _mib(n: int) -> str:
@@ -123,16 +128,17 @@ class StaticPool(KvPool):
         self.capacity_blocks = max(0, budget // self.block_bytes)
         self._check_capacity(budget)
         self._held = self.capacity_blocks * self.block_bytes
-        if not device.try_reserve_kv(name, self._held, gpu.total_bytes):
+        if not device.try_reserve_kv(name, self._held, gpu.total_bytes - gpu.reserved_bytes):
             snap = device.snapshot()
             used = snap.used_bytes if snap else 0
             self._held = 0
             raise InsufficientMemory(
                 f"insufficient device memory: instance {name!r} needs {_mib(budget)} for its "
                 f"static KV pool (gpu_memory_utilization {allocator.gpu_memory_utilization} x "
-                f"{_mib(gpu.total_bytes - gpu.base_bytes)} - weights {_mib(model.weight_bytes)}"
+                f"{_mib(gpu.total_bytes - gpu.reserved_bytes)} - weights {_mib(model.weight_bytes)}"
                 f" - activations {_mib(activation)}), but only "
-                f"{_mib(gpu.total_bytes - used)} is free ({_mib(used)} used on the device)"
+                f"{_mib(gpu.total_bytes - gpu.reserved_bytes - used)} is free "
+                f"({_mib(used)} used on the device)"
             )
 
     @property
@@ -196,7 +202,7 @@ class ElasticPool(KvPool):
         self.capacity_pages = max(0, budget // self.page_bytes)
         self.capacity_blocks = self.capacity_pages * self.blocks_per_page
         self._check_capacity(budget)
-        self.cap_bytes = int(allocator.gpu_utilization * gpu.total_bytes)
+        self.cap_bytes = int(allocator.gpu_utilization * (gpu.total_bytes - gpu.reserved_bytes))
         self.mapped_pages = 0
         seg = read_segment(ipc_name, shm_dir)
         limit = None if seg is not None and seg.limit_bytes > 0 else self.capacity_bytes

@@ -2,22 +2,20 @@
 
 Every response carries `x-kvexp-engine: sim`; completions carry
 `"system_fingerprint": "kvexp-sim"`; /metrics starts with a comment saying so.
+Requests are checked as vLLM checks them (requests.py); `n` choices, batched prompts
+(choice index = prompt x n + j) and logprobs are served, the logprobs simulated and
+marked `"kvexp_simulated": true`. /health is 503 once the engine's step loop died.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
-import os
-import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -25,16 +23,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kvexp.engines.sim.device import SimDevice
-from kvexp.engines.sim.engine import PromptTooLong, Sequence, SimEngine, chat_tokens, text_tokens
+from kvexp.engines.sim.engine import EngineDead, PromptTooLong, Sequence, SimEngine
 from kvexp.engines.sim.faults import GARBAGE, Fault
-from kvexp.engines.sim.gpus import MiB, get_gpu
-from kvexp.engines.sim.launch import SimSpec
-from kvexp.engines.sim.memory import ElasticPool, KvPool, StaticPool, activation_bytes
+from kvexp.engines.sim.requests import Parsed, RequestError, logprobs_body, parse
 
-log = logging.getLogger("kvexp.sim")
 FINGERPRINT = "kvexp-sim"
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's (and OpenAI's) default for /v1/completions
 
 
 class SimHeader:
@@ -56,14 +49,6 @@ class SimHeader:
 def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
     return JSONResponse(body, status_code=status)
-
-
-def _usage(seq: Sequence, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": seq.prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": seq.prompt_tokens + completion_tokens,
-    }
 
 
 def _label(value: object) -> str:
@@ -94,6 +79,9 @@ class SimApi:
         return Starlette(routes=routes, middleware=[Middleware(SimHeader)])
 
     async def health(self, request: Request) -> Response:
+        """200, or 503 once the engine's step loop has died (as vLLM's dead engine)."""
+        if self.engine.failure is not None:
+            return _error(503, f"engine dead: {self.engine.failure!r}", "ServiceUnavailableError")
         return Response(status_code=200)
 
     async def models(self, request: Request) -> Response:
@@ -142,57 +130,43 @@ class SimApi:
     async def completions(self, request: Request) -> Response:
         return await self._complete(request, chat=False)
 
-    def _prompt_tokens(self, body: dict[str, Any], chat: bool) -> int:
-        if chat:
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages:
-                raise ValueError("'messages' must be a non-empty list")
-            return chat_tokens(messages)
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-            prompt = prompt[0]  # a batch of one
-        if isinstance(prompt, str):
-            return text_tokens(prompt)
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-            return len(prompt)
-        raise ValueError("'prompt' must be a string or a list of token ids (one prompt)")
-
     async def _complete(self, request: Request, chat: bool) -> Response:
         self.fault.on_request()
         if self.fault.hangs:
             await self.fault.hang_forever()
+        if self.engine.failure is not None:
+            return _error(503, "the engine is dead (simulated)", "ServiceUnavailableError")
         try:
             body = await request.json()
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
         except ValueError as e:
             return _error(400, f"invalid request body: {e}", "BadRequestError")
-        model = body.get("model") or self.served_model
+        model = (body.get("model") if isinstance(body, dict) else None) or self.served_model
         if model != self.served_model:
             return _error(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
-        max_tokens = body.get("max_tokens")
-        if chat and max_tokens is None:
-            max_tokens = body.get("max_completion_tokens")
-        if not chat and max_tokens is None:
-            max_tokens = COMPLETIONS_DEFAULT_MAX_TOKENS
         try:
-            prompt = self._prompt_tokens(body, chat)
-            if max_tokens is not None:
-                max_tokens = int(max_tokens)
-            seq = self.engine.submit(prompt, max_tokens, bool(body.get("ignore_eos", False)))
-        except (ValueError, TypeError) as e:  # PromptTooLong included
+            req = parse(body, chat, self.engine.model.vocab_size)
+            seqs: list[Sequence] = []
+            try:
+                for prompt in req.prompts:
+                    seqs += [
+                        self.engine.submit(prompt, req.max_tokens, req.ignore_eos)
+                        for _ in range(req.n)
+                    ]
+            except BaseException:
+                for seq in seqs:
+                    self.engine.abort(seq)
+                raise
+        except RequestError as e:
+            return JSONResponse(e.body(), status_code=e.status)
+        except EngineDead as e:
+            return _error(503, str(e), "ServiceUnavailableError")
+        except ValueError as e:  # PromptTooLong included
             kind = "BadRequestError" if isinstance(e, PromptTooLong) else "ValueError"
             return _error(400, str(e), kind)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-        if not body.get("stream"):
-            return await self._respond(seq, rid, chat)
-        options = body.get("stream_options") or {}
-        include_usage = bool(options.get("include_usage"))
-        continuous = include_usage and bool(options.get("continuous_usage_stats"))
-        return StreamingResponse(
-            self._stream(seq, rid, chat, include_usage, continuous),
-            media_type="text/event-stream",
-        )
+        if not req.stream:
+            return await self._respond(seqs, req, rid, chat)
+        return StreamingResponse(self._stream(seqs, req, rid, chat), media_type="text/event-stream")
 
     def _chunk(self, rid: str, chat: bool, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -205,14 +179,16 @@ class SimApi:
         }
 
     @staticmethod
-    def _choice(chat: bool, text: str | None, finish: str | None, role: bool = False) -> dict:
+    def _choice(
+        chat: bool, index: int, text: str | None, finish: str | None, role: bool = False
+    ) -> dict:
         if chat:
             delta: dict[str, str] = {"role": "assistant"} if role else {}
             if text is not None:
                 delta["content"] = text
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return {
-            "index": 0,
+            "index": index,
             "text": text or "",
             "logprobs": None,
             "finish_reason": finish,
@@ -230,135 +206,105 @@ class SimApi:
         finally:
             self.engine.abort(seq)
 
+    async def _merged(self, seqs: list[Sequence]) -> AsyncIterator[tuple[int, str | None, str]]:
+        """(choice index, text or None at the end, finish reason) of every sequence."""
+        queue: asyncio.Queue[tuple[int, str | None, str]] = asyncio.Queue()
+
+        async def pump(i: int, seq: Sequence) -> None:
+            async for text, finish in self._tokens(seq):
+                await queue.put((i, text, finish or ""))
+            await queue.put((i, None, seq.finish_reason or "abort"))
+
+        tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(seqs)]
+        try:
+            for _ in range(len(seqs)):
+                while (item := await queue.get())[1] is not None:
+                    yield item
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            for seq in seqs:
+                self.engine.abort(seq)
+
+    def _logprobs(
+        self, seq: Sequence, chat: bool, top: int, texts: list[str], start: int = 0
+    ) -> dict:
+        """Simulated logprobs of `texts` (tokens `start`...), repeatable per token."""
+        return logprobs_body(f"{self.engine.seed}:{seq.seq_id}", chat, top, texts, start)
+
+    def _usage(self, seqs: list[Sequence], req: Parsed, outputs: list[int]) -> dict[str, int]:
+        prompt = sum(seqs[i].prompt_tokens for i in range(0, len(seqs), req.n))
+        completion = sum(outputs)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
     async def _stream(
-        self, seq: Sequence, rid: str, chat: bool, include_usage: bool, continuous: bool
+        self, seqs: list[Sequence], req: Parsed, rid: str, chat: bool
     ) -> AsyncIterator[str]:
-        n = 0
-        finished = False
+        outputs = [0] * len(seqs)
+        ended: set[int] = set()  # choices whose last token carried the finish reason
         if chat:
-            chunk = self._chunk(rid, chat, [self._choice(chat, "", None, role=True)])
-            if continuous:
-                chunk["usage"] = _usage(seq, 0)
+            for i in range(len(seqs)):
+                chunk = self._chunk(rid, chat, [self._choice(chat, i, "", None, role=True)])
+                if req.continuous:
+                    chunk["usage"] = self._usage(seqs, req, outputs)
+                yield _sse(chunk)
+        async for i, text, finish in self._merged(seqs):
+            if text is None and i in ended:
+                continue
+            if text is not None:
+                if self.fault.hangs:
+                    await self.fault.hang_forever()
+                if self.fault.garbles:
+                    yield GARBAGE
+                outputs[i] += 1
+                if finish:
+                    ended.add(i)
+            choice = self._choice(chat, i, text, finish or None)
+            if text is not None and req.logprobs is not None:
+                choice["logprobs"] = self._logprobs(
+                    seqs[i], chat, req.logprobs, [text], outputs[i] - 1
+                )
+            chunk = self._chunk(rid, chat, [choice])
+            if req.continuous:
+                chunk["usage"] = self._usage(seqs, req, outputs)
             yield _sse(chunk)
-        async for text, finish in self._tokens(seq):
-            if self.fault.hangs:
-                await self.fault.hang_forever()
-            if self.fault.garbles:
-                yield GARBAGE
-            n += 1
-            finished = finish is not None
-            chunk = self._chunk(rid, chat, [self._choice(chat, text, finish)])
-            if continuous:
-                chunk["usage"] = _usage(seq, n)
-            yield _sse(chunk)
-        if not finished:
-            chunk = self._chunk(rid, chat, [self._choice(chat, None, seq.finish_reason)])
-            if continuous:
-                chunk["usage"] = _usage(seq, n)
-            yield _sse(chunk)
-        if include_usage:
+        if self.engine.failure is not None:  # as vLLM: an error event, then [DONE]
+            error = {"message": f"engine dead: {self.engine.failure!r}", "code": 500}
+            yield _sse({"error": {**error, "type": "InternalServerError", "param": None}})
+        if req.include_usage:
             final = self._chunk(rid, chat, [])
-            final["usage"] = _usage(seq, n)
+            final["usage"] = self._usage(seqs, req, outputs)
             yield _sse(final)
         yield "data: [DONE]\n\n"
 
-    async def _respond(self, seq: Sequence, rid: str, chat: bool) -> Response:
-        parts = [text async for text, _ in self._tokens(seq)]
-        text = "".join(parts)
-        if chat:
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": seq.finish_reason,
-            }
-        else:
-            choice = self._choice(chat, text, seq.finish_reason)
-        body = self._chunk(rid, chat, [choice])
+    async def _respond(self, seqs: list[Sequence], req: Parsed, rid: str, chat: bool) -> Response:
+        texts: list[list[str]] = [[] for _ in seqs]
+        async for i, text, _ in self._merged(seqs):
+            if text is not None:
+                texts[i].append(text)
+        if self.engine.failure is not None:  # the engine died under the request
+            return _error(500, f"engine dead: {self.engine.failure!r}", "InternalServerError")
+        choices = []
+        for i, (seq, parts) in enumerate(zip(seqs, texts, strict=True)):
+            text = "".join(parts)
+            if chat:
+                choice = {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": seq.finish_reason,
+                }
+            else:
+                choice = self._choice(chat, i, text, seq.finish_reason)
+            if req.logprobs is not None:
+                choice["logprobs"] = self._logprobs(seq, chat, req.logprobs, parts)
+            choices.append(choice)
+        body = self._chunk(rid, chat, choices)
         body["object"] = "chat.completion" if chat else "text_completion"
-        body["usage"] = _usage(seq, len(parts))
+        body["usage"] = self._usage(seqs, req, [len(p) for p in texts])
         return JSONResponse(body)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: `run()` owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _make_pool(spec: SimSpec, device: SimDevice, activation: int) -> KvPool:
-    args = (device, spec.name, spec.model, spec.allocator, spec.sim.block_size, activation)
-    if spec.allocator.kind == "kvcached":
-        if not spec.ipc_name:
-            raise ValueError("a kvcached (elastic) sim instance needs an ipc_name")
-        return ElasticPool(*args, ipc_name=spec.ipc_name)
-    if spec.allocator.kind == "static":
-        return StaticPool(*args)
-    raise ValueError(f"unknown allocator kind {spec.allocator.kind!r} (kvcached | static)")
-
-
-async def run(spec: SimSpec) -> None:
-    """Start one sim instance, serve until SIGTERM/SIGINT, then give its memory back."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    server: _Server | None = None
-
-    def on_signal() -> None:
-        stop.set()
-        if server is not None:
-            server.should_exit = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    gpu = get_gpu(spec.sim.gpu)
-    device = SimDevice(spec.device_path, gpu)
-    activation = activation_bytes(spec.model, spec.sim.max_batch)
-    device.register(spec.name, os.getpid(), gpu.context_bytes, spec.model.weight_bytes, activation)
-    pool: KvPool | None = None
-    engine: SimEngine | None = None
-    try:
-        pool = _make_pool(spec, device, activation)
-        log.info(
-            "kvexp sim engine (simulated, not a real GPU): instance %s serving %s on a simulated "
-            "%s (%s MiB); %s KV pool of %d blocks x %d tokens, holding %s MiB; weights %s MiB, "
-            "activations %s MiB, context %s MiB",
-            spec.name,
-            spec.served_model,
-            gpu.name,
-            f"{gpu.total_bytes // MiB:,}",
-            spec.allocator.kind,
-            pool.capacity_blocks,
-            pool.block_size,
-            f"{pool.held_bytes // MiB:,}",
-            f"{spec.model.weight_bytes // MiB:,}",
-            f"{activation // MiB:,}",
-            f"{gpu.context_bytes // MiB:,}",
-        )
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), spec.sim.startup_s * spec.sim.time_scale)
-        if stop.is_set():
-            return
-        fault = Fault(spec.sim.fault, spec.sim.fault_after_s * spec.sim.time_scale)
-        engine = SimEngine(spec.model, spec.sim, gpu, pool, seed=spec.seed)
-        engine.start()
-        config = uvicorn.Config(
-            SimApi(engine, spec.served_model, fault).app(),
-            host=spec.host,
-            port=spec.port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
-        server = _Server(config)
-        log.info("kvexp sim engine (simulated): serving on http://%s:%d", spec.host, spec.port)
-        await server.serve()
-    finally:
-        if engine is not None:
-            await engine.stop()
-        if pool is not None:
-            pool.close()
-        device.unregister(spec.name)
-        log.info("kvexp sim engine (simulated): instance %s stopped, memory released", spec.name)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from kvexp.gpus import GPU_LOCK_DIR
 
 TUTORIAL_PROMPTS = [
     "Explain how a KV cache speeds up transformer inference.",
@@ -187,7 +189,7 @@ class SimEngineConfig:
 
 @dataclass
 class EngineConfig:
-    kind: str = "auto"  # auto | vllm | sim
+    kind: str = "auto"  # auto, or a package in kvexp/engines/ (vllm, sim, ...)
     host: str = "127.0.0.1"
     port: int | None = None  # first instance's port; None = free ports picked at start
     ready_timeout_s: float = 600.0
@@ -196,10 +198,12 @@ class EngineConfig:
     # Points run in parallel on one host (kvexp/sweep/gpu_slots.py): each holds its own GPUs.
     gpus_per_point: int = 1  # GPUs one point's servers get (CUDA_VISIBLE_DEVICES)
     gpu_ids: list[int] | None = None  # the host GPUs kvexp may use; None = every visible one
-    gpu_lock_dir: str = "/tmp/kvexp-gpu-locks"  # per-GPU lock files, shared by all runs
+    gpu_lock_dir: str = GPU_LOCK_DIR  # per-GPU lock files, shared by all runs
     gpu_wait_timeout_s: float = 3600.0  # a point waiting longer for free GPUs fails
     vllm: VllmEngineConfig = field(default_factory=VllmEngineConfig)
     sim: SimEngineConfig = field(default_factory=SimEngineConfig)
+    # Settings of an engine without a node above (kvexp/engines/<kind>/ checks them)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,24 +214,45 @@ class InstanceConfig:
     port: int | None = None
 
 
+# A key's role, declared beside it (field metadata): `server_key: False` = only the
+# workload side of a point reads it (points differing in it may share servers,
+# kvexp/sweep/server_pool.py); `label: False` = it changes no result (not in a point's label).
+POINT_SIDE = {"server_key": False}
+NO_RESULT = {"server_key": False, "label": False}
+
+
 @dataclass
 class Config:
     model: ModelConfig | None = None
     allocator: AllocatorConfig = MISSING
-    workload: WorkloadConfig = MISSING
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    workload: WorkloadConfig = field(default=MISSING, metadata=POINT_SIDE)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig, metadata=POINT_SIDE)
     engine: EngineConfig = field(default_factory=EngineConfig)
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
-    name: str = "default"
-    burst_size: int = 6
-    repeats: int = 1
-    repeat: int = 0
+    name: str = field(default="default", metadata=POINT_SIDE)
+    burst_size: int = field(default=6, metadata=POINT_SIDE)
+    repeats: int = field(default=1, metadata=POINT_SIDE)
+    repeat: int = field(default=0, metadata={"label": False})  # its own servers, no label
     seed: int = 0
-    report: bool = True
+    report: bool = field(default=True, metadata=NO_RESULT)
     models_dir: str = "~/.cache/kvexp/models"
     # In a sequential multirun, consecutive points whose servers would be started the same
     # way share them (see kvexp/sweep/server_pool.py); false = a fresh server for every point.
-    reuse_servers: bool = True
+    reuse_servers: bool = field(default=True, metadata=NO_RESULT)
+
+
+def _keys_where(role: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(Config) if f.metadata.get(role, True) is False)
+
+
+def label_skips() -> tuple[str, ...]:
+    """Override prefixes left out of a point's label (keys declared `label: False`)."""
+    return tuple(f"{k}=" for k in _keys_where("label"))
+
+
+def point_side_keys() -> tuple[str, ...]:
+    """Top-level keys left out of the server key (declared `server_key: False`)."""
+    return _keys_where("server_key")
 
 
 def register_configs() -> None:
@@ -251,7 +276,6 @@ class ResolvedInstance:
     workload: WorkloadConfig | None = None  # its own workload, if it overrides the global one
 
 
-ENGINE_KINDS = ("auto", "vllm", "sim")
 ALLOCATOR_KINDS = ("kvcached", "static")
 MODEL_SOURCES = ("offline", "hub", "local")
 INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
@@ -341,8 +365,9 @@ def check(cfg: Config) -> list[str]:
         if s.interval(sig) < 0.01:
             errs.append(f"sampler.{sig}_interval_s must be >= 0.01 s, got {s.interval(sig)}")
     e = cfg.engine
-    if e.kind not in ENGINE_KINDS:
-        errs.append(f"engine.kind must be one of {ENGINE_KINDS}, got {e.kind!r}")
+    from kvexp import engines
+
+    errs += engines.check_kind(e.kind)
     if e.port is not None and not 1024 <= e.port <= 65535:
         errs.append(f"engine.port must be in 1024..65535, got {e.port}")
     if e.ready_timeout_s <= 0:
@@ -395,8 +420,8 @@ def check(cfg: Config) -> list[str]:
         elif w.max_tokens >= inst.model.max_model_len:
             errs.append(f"{where}.model.max_model_len ({inst.model.max_model_len}) leaves no "
                         f"room for a prompt: workload.max_tokens is {w.max_tokens}")
-        if e.kind == "vllm" and e.vllm.device == "cpu" and inst.allocator.kind == "kvcached":
-            errs.append("kvcached has no CPU mode: use allocator=static with engine=vllm_cpu")
+    if not engines.check_kind(e.kind):
+        errs += engines.check(cfg, insts)
     ports = [i.port for i in insts if i.port is not None]
     if len(ports) != len(set(ports)):
         errs.append(f"instances share a port: {ports}")

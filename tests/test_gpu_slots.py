@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kvexp.sweep import gpu_slots
 from kvexp.config import EngineConfig
+from kvexp.sweep import gpu_slots
 from kvexp.sweep.gpu_slots import GpuSlotError, claim_gpus, gpu_env, nvml_index, point_gpus
 
 

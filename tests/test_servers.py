@@ -55,7 +55,8 @@ def test_a_port_in_use_is_refused_with_its_holder(tmp_path: Path) -> None:
 
 def test_a_picked_port_taken_meanwhile_is_picked_again(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvexp.point import runner
+    from kvexp.config import resolve_instances
+    from kvexp.engines import launch
     from tests.test_server_reuse import _conf
 
     cfg = _conf("engine=sim", "model=tiny", "engine.sim.gpu=tiny", "engine.sim.startup_s=0")
@@ -63,10 +64,10 @@ def test_a_picked_port_taken_meanwhile_is_picked_again(tmp_path: Path,
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         picks = iter([taken.getsockname()[1], free_port()])
-        monkeypatch.setattr(runner, "free_port", lambda host: next(picks))
+        monkeypatch.setattr(launch, "free_port", lambda host: next(picks))
         started: list[Server] = []
         try:
-            runner.start_servers(cfg, runner.resolve_instances(cfg), tmp_path, started)
+            launch.start_servers(cfg, resolve_instances(cfg), tmp_path, started)
             assert len(started) == 1 and started[0].spec.port != taken.getsockname()[1]
         finally:
             for s in started:

@@ -1,21 +1,23 @@
-"""`engine=auto`: the real vLLM where a CUDA GPU and vllm are present, else the sim."""
+"""`engine=auto`: the first engine, by AUTO_RANK, that says it is available (the real vLLM
+where a CUDA GPU and vllm are present, else the sim)."""
 
 from __future__ import annotations
 
+from kvexp import engines
 from kvexp.config import Config
 
 
 def choose_engine(cfg: Config) -> tuple[str, str]:
     """(engine kind, the reason for it, in words)."""
     kind = cfg.engine.kind
-    if kind != "auto":
+    if kind in engines.kinds():
         return kind, f"engine={kind} was asked for"
-    from kvexp.engines.vllm.launch import cuda_available, vllm_available
-
-    gpu, gpu_why = cuda_available()
-    if not gpu:
-        return "sim", f"no CUDA GPU ({gpu_why})"
-    vllm, vllm_why = vllm_available(cfg.engine.vllm.python)
-    if not vllm:
-        return "sim", f"CUDA GPU found but vllm is not importable ({vllm_why})"
-    return "vllm", f"CUDA GPU found ({gpu_why}) and vllm importable ({vllm_why})"
+    ranked = sorted((e.AUTO_RANK, k) for k in engines.kinds()
+                    if (e := engines.get(k)).AUTO_RANK is not None)
+    not_chosen = []
+    for _, k in ranked:
+        ok, why = engines.get(k).available(cfg)
+        if ok:
+            return k, "; ".join([*not_chosen, why])
+        not_chosen.append(why)
+    raise RuntimeError("no engine is available: " + "; ".join(not_chosen))

@@ -104,6 +104,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Server:
     """One engine server process (and everything it spawns) with its log file."""
 
+    owned = True  # started (and stopped) by kvexp; an engine's own class may say otherwise
+
     def __init__(self, spec: LaunchSpec, log_path: Path) -> None:
         self.spec = spec
         self.log_path = log_path

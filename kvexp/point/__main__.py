@@ -6,7 +6,6 @@ the point and exits 0 (ok), 1 (failed) or 130 (interrupted).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -14,12 +13,16 @@ from omegaconf import OmegaConf
 
 from kvexp.config import to_config
 from kvexp.point.runner import run_point
+from kvexp.results import point_record
 
 
 def main(argv: list[str]) -> int:
     point_dir = Path(argv[0])
     cfg = to_config(OmegaConf.load(point_dir / "config.yaml"))
-    meta = json.loads((point_dir / "point.json").read_text())
+    meta = point_record.read_dict(point_dir)
+    if meta is None:
+        print(f"point {point_dir}: no readable point.json", file=sys.stderr)
+        return 1
     try:
         meta = run_point(cfg, point_dir, meta)
     except KeyboardInterrupt:

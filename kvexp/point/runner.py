@@ -10,33 +10,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import secrets
 import signal
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from kvexp import results
+from kvexp import engines, results
 from kvexp.clock import Clock
 from kvexp.config import Config, ResolvedInstance, resolve_instances
+from kvexp.engines import launch
 from kvexp.engines.base import LaunchSpec
-from kvexp.engines.servers import (
-    AttachedServer,
-    PortTaken,
-    Server,
-    ServerError,
-    error_text,
-    free_port,
-    wait_ready,
-)
-from kvexp.kvcached_segment import remove_segment, set_limit
+from kvexp.engines.servers import AttachedServer, Server, ServerError, error_text
+from kvexp.kvcached_segment import set_limit
+from kvexp.results import point_record
 from kvexp.results.records import InstanceHandle, RequestRow, Sample
 from kvexp.results.summary import summarize
+from kvexp.signals import ignore_interrupts
 
 GIB = 2**30
 
@@ -47,58 +39,8 @@ class Interrupted(KeyboardInterrupt):
 
 def _on_signal(signum: int, frame: Any) -> None:
     """The first Ctrl-C or SIGTERM interrupts the point; later ones must not cut clean-up."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ignore_interrupts()
     raise Interrupted(f"signal {signum}")
-
-
-def sim_device_path(cfg: Config, home: Path) -> Path | None:
-    """The sim's shared device file for the servers started in `home` (None: not the sim)."""
-    return home / "sim-device.json" if cfg.engine.kind == "sim" else None
-
-
-def launch_spec(cfg: Config, inst: ResolvedInstance, home: Path, tag: str, port: int
-                ) -> LaunchSpec:
-    """How to start one instance's server on `port`."""
-    safe = re.sub(r"[^A-Za-z0-9_]", "_", inst.name)
-    ipc = f"kvcached_{safe}_{tag}" if inst.allocator.kind == "kvcached" else None
-    if cfg.engine.kind == "sim":
-        from kvexp.engines.sim.launch import build_sim_launch
-
-        device_path = sim_device_path(cfg, home)
-        assert device_path is not None
-        return build_sim_launch(inst, cfg.engine, home, port, device_path, ipc, cfg.seed)
-    from kvexp.engines.vllm.launch import build_vllm_launch
-
-    models_dir = Path(os.path.expanduser(cfg.models_dir))
-    return build_vllm_launch(inst, cfg.engine, models_dir, port, ipc)
-
-
-def start_servers(cfg: Config, insts: list[ResolvedInstance], home: Path,
-                  started: list[Server], on_start: Callable[[Server], None] | None = None,
-                  env: dict[str, str] | None = None) -> None:
-    """Start every instance's server (one by one with `sequential_start`) and wait until all
-    are ready. Each goes into `started` as soon as it runs, so that the caller can stop it
-    whatever happens. A port picked here that someone takes first is picked again. `env` is
-    added to every server's environment (e.g. the GPUs a shared server may use)."""
-    tag = secrets.token_hex(3)  # unique per start: segments of concurrent runs never collide
-    for inst in insts:
-        for attempt in range(3):
-            spec = launch_spec(cfg, inst, home, tag, inst.port or free_port(cfg.engine.host))
-            spec.env.update(env or {})
-            server = Server(spec, home / "logs" / f"{spec.name}.log")
-            try:
-                server.start()
-                break
-            except PortTaken:
-                if inst.port is not None or attempt == 2:
-                    raise
-        started.append(server)
-        if on_start is not None:
-            on_start(server)
-        if cfg.engine.sequential_start:
-            wait_ready([server], cfg.engine.ready_timeout_s)
-    wait_ready(started, cfg.engine.ready_timeout_s)
 
 
 ENV_PREFIXES = ("VLLM_", "KVCACHED_", "ENABLE_KVCACHED", "CUDA_", "NCCL_", "HF_", "PYTORCH_",
@@ -121,17 +63,7 @@ def _device_source(cfg: Config, device_path: Path | None, gpu: int | None = None
                    ) -> tuple[Any, str]:
     if not (cfg.sampler.device or cfg.sampler.processes):
         return None, ""
-    if cfg.engine.kind == "sim":
-        from kvexp.samplers.sim import SimDeviceSource
-
-        return SimDeviceSource(device_path), "sim_device"
-    if cfg.engine.vllm.device == "cuda":
-        from kvexp.samplers.device import NvmlSource
-        from kvexp.sweep.gpu_slots import nvml_index
-
-        # NVML numbers every GPU of the host; CUDA_VISIBLE_DEVICES says which is the point's
-        return NvmlSource(nvml_index() if gpu is None else gpu), "nvml"
-    return None, ""  # vLLM on the CPU: host memory only (the process sampler)
+    return engines.get(cfg.engine.kind).device_source(cfg, device_path, gpu)
 
 
 def _apply_kv_limits(insts: list[ResolvedInstance], specs: list[LaunchSpec]) -> None:
@@ -182,6 +114,11 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
     signal.signal(signal.SIGINT, _on_signal)
     clock = Clock()
     meta.update(status="running", error="", clock_start=clock.start, engine=cfg.engine.kind)
+    lacking = engines.get(cfg.engine.kind).lacking(cfg)
+    if lacking:  # signals this engine cannot give, and why
+        meta["lacking_signals"] = lacking
+        print("[kvexp] not measured: " + "; ".join(f"{k} ({v})" for k, v in lacking.items()),
+              flush=True)
     insts = resolve_instances(cfg)
     servers: list[Any] = []  # Server (started here) or AttachedServer (the sweep's)
     handles: list[InstanceHandle] = []
@@ -191,7 +128,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
     attach = read_attach(point_dir)
     try:
         if attach is None:
-            device_path = sim_device_path(cfg, point_dir)
+            device_path = launch.device_path(cfg, point_dir)
             meta["servers"] = []
         else:  # the sweep's shared servers (kvexp/sweep/server_pool.py)
             servers = [AttachedServer(r) for r in attach["servers"]]
@@ -202,7 +139,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             meta["gpus"] = attach.get("gpus")
             meta["servers"] = [server_record(s.spec, shared=True) for s in servers]
             handles.extend(s.handle() for s in servers)
-        results.write_json(meta, point_dir / "point.json")
+        point_record.write(meta, point_dir)
         gpus = (attach or {}).get("gpus") or meta.get("gpus")
         source, source_name = _device_source(cfg, device_path, gpus[0] if gpus else None)
         group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock)
@@ -215,20 +152,20 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
                 record["pgid"] = server.proc.pid if server.proc else None  # last-resort kill
                 meta["servers"].append(record)
                 handles.append(server.handle())
-                results.write_json(meta, point_dir / "point.json")
+                point_record.write(meta, point_dir)
 
-            start_servers(cfg, insts, point_dir, servers, started)
+            launch.start_servers(cfg, insts, point_dir, servers, started)
         _check_alive(servers)
         _apply_kv_limits(insts, [s.spec for s in servers])
         meta["ready_time"] = clock.now()
-        results.write_json(meta, point_dir / "point.json")
+        point_record.write(meta, point_dir)
         w = cfg.workload
         _sleep(w.lead_in_s, servers)
         vocab = {i.name: i.model.vocab_size for i in insts}
         own = {i.name: i.workload for i in insts if i.workload is not None}
         schedule = build_schedule(w, [i.name for i in insts], vocab, own)
         meta["workload_start"] = clock.now()
-        results.write_json(meta, point_dir / "point.json")  # progress, for whoever watches
+        point_record.write(meta, point_dir)  # progress, for whoever watches
         run_workload(
             schedule, {h.name: h for h in handles}, clock,
             wait_for_wave=chains_waves(w), wave_gap_s=w.idle_s,
@@ -250,8 +187,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         if isinstance(exc, KeyboardInterrupt):
             raise
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop clean-up
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_interrupts()  # a second Ctrl-C must not stop clean-up
         meta["end_time"] = clock.now()
         if meta.get("workload_start") and not meta.get("workload_end"):
             meta["workload_end"] = meta["end_time"]
@@ -259,11 +195,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             group.stop()
             samples = group.samples()
         if attach is None:  # shared servers are the sweep's to stop
-            for s in servers:
-                s.stop(cfg.engine.stop_timeout_s)
-            for spec in [s.spec for s in servers]:  # a killed kvcached engine leaves its
-                if spec.ipc_name:                    # segment behind
-                    remove_segment(spec.ipc_name)
+            launch.stop_servers(servers, cfg.engine.stop_timeout_s)
         write_point(point_dir, rows, samples, meta, clock.start)
     return meta
 
@@ -281,4 +213,4 @@ def write_point(
     with contextlib.suppress(KeyError):
         meta["summary"] = {k: summary[k] for k in ("idle_device_gib", "peak_device_gib",
                                                    "e2e_p50_s", "failed")}
-    results.write_json(meta, point_dir / "point.json")
+    point_record.write(meta, point_dir)

@@ -6,7 +6,6 @@ Markdown here and as HTML in `html.py`; `print_summary` prints a short one to th
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import pandas as pd
 from kvexp.report.elasticity import elasticity_table
 from kvexp.report.stats import bootstrap_ci, compare, format_ci
 from kvexp.results import Results
+from kvexp.results.point_record import read_dict
 from kvexp.results.summary import latency_figures, memory_figures
 
 ALLOCATOR_KEYS = ("allocator", "allocator.kind")
@@ -48,13 +48,10 @@ def _join(params: dict[str, str], drop: tuple[str, ...]) -> str:
 
 def _point_json(root: Path, name: str) -> dict[str, Any]:
     """A point's point.json (lists included), or {} if it has none."""
-    f = root / name / "point.json"
-    if not f.exists() and root.name == name:
-        f = root / "point.json"
-    try:
-        return json.loads(f.read_text()) if f.exists() else {}
-    except (OSError, ValueError):
-        return {}
+    d = root / name
+    if not (d / "point.json").exists() and root.name == name:
+        d = root
+    return read_dict(d) or {}
 
 
 def _num(x: Any) -> float:

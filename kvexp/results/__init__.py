@@ -1,13 +1,12 @@
-"""What a point leaves in its folder and how it is read back: Parquet tables (store.py),
+"""What a point leaves in its folder and how it is read back: Parquet tables (store.py, loader.py),
+point.json (point_record.py),
 the rows they hold (records.py), a point's headline figures (summary.py)."""
 
+from kvexp.results.jsonfile import write_json
+from kvexp.results.loader import Results, load, point_dirs
 from kvexp.results.store import (
     MEMORY_SCHEMA,
     REQUESTS_SCHEMA,
-    Results,
-    load,
-    point_dirs,
-    write_json,
     write_memory,
     write_requests,
     write_summary,

@@ -11,17 +11,18 @@ A point folder holds:
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kvexp.results.jsonfile import write_json
 from kvexp.results.records import RequestRow, Sample
+
+__all__ = ["write_json"]  # one JSON writer: jsonfile.py
 
 REQUESTS_SCHEMA = pa.schema(
     [
@@ -65,12 +66,6 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def write_requests(rows: list[RequestRow], point_dir: Path) -> None:
     data = [asdict(r) for r in rows]
     table = pa.Table.from_pylist(data, schema=REQUESTS_SCHEMA)
@@ -91,67 +86,3 @@ def write_memory(samples: list[Sample], start: float, point_dir: Path) -> None:
 
 def write_summary(summary: dict[str, Any], point_dir: Path) -> None:
     _atomic_write_table(pa.Table.from_pylist([summary]), point_dir / "summary.parquet")
-
-
-@dataclass
-class Results:
-    """A sweep's (or one point's) tables, each with a `point` column naming the point folder."""
-
-    root: Path
-    requests: pd.DataFrame
-    memory: pd.DataFrame
-    summary: pd.DataFrame
-    points: pd.DataFrame  # point.json of each point, flattened
-
-
-def point_dirs(root: Path) -> list[Path]:
-    """Point folders under a sweep folder (or the folder itself if it is a point)."""
-    root = Path(root)
-    if (root / "point.json").exists() or (root / "config.yaml").exists():
-        return [root]
-    found = [p.parent for p in root.glob("*/point.json")]
-    found += [p.parent for p in root.glob("*/config.yaml") if p.parent not in found]
-    return sorted(set(found), key=lambda p: (len(p.name), p.name))
-
-
-def _read(path: Path, point: str) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    df = pq.read_table(path).to_pandas()
-    if "point" in df:
-        df = df.drop(columns="point")
-    df.insert(0, "point", point)
-    return df
-
-
-def load(root: str | Path) -> Results:
-    """Every point's tables under `root` (a sweep folder or one point folder)."""
-    root = Path(root)
-    dirs = point_dirs(root)
-    if not dirs:
-        raise FileNotFoundError(f"no kvexp points under {root}")
-    req, mem, summ, meta = [], [], [], []
-    for d in dirs:
-        name = d.name if d != root else root.name
-        for acc, fname in ((req, "requests"), (mem, "memory"), (summ, "summary")):
-            df = _read(d / f"{fname}.parquet", name)
-            if df is not None:
-                acc.append(df)
-        if (d / "point.json").exists():
-            info = json.loads((d / "point.json").read_text())
-            info = {k: v for k, v in info.items() if not isinstance(v, (dict, list))}
-            meta.append({"point": name, **info})
-
-    def cat(frames: list[pd.DataFrame], schema: pa.Schema | None) -> pd.DataFrame:
-        if frames:
-            return pd.concat(frames, ignore_index=True)
-        cols = ["point"] + (schema.names if schema is not None else [])
-        return pd.DataFrame(columns=cols)
-
-    return Results(
-        root=root,
-        requests=cat(req, REQUESTS_SCHEMA),
-        memory=cat(mem, MEMORY_SCHEMA),
-        summary=cat(summ, None),
-        points=pd.DataFrame(meta),
-    )

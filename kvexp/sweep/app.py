@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from kvexp.config import register_configs
+from kvexp.signals import ignore_interrupts
 
 SUBCOMMANDS = {"report": "kvexp.report.__main__", "top": "kvexp.top",
                "resume": "kvexp.sweep.resume"}
@@ -72,8 +73,7 @@ def entry() -> None:
     try:
         main()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # clean-up must not be interrupted
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_interrupts()  # clean-up must not be interrupted
         POOL.close()
         code = 128 + SWEEP.get("signal", signal.SIGINT)
         point = _STATE.get("point_dir")

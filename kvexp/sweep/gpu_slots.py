@@ -22,11 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-DEFAULT_LOCK_DIR = "/tmp/kvexp-gpu-locks"
+from kvexp.gpus import GPU_LOCK_DIR, GpuSlotError, nvml, nvml_index, parse_visible
 
-
-class GpuSlotError(RuntimeError):
-    """No GPU slot can be had: a bad setting, too few GPUs, or none free in time."""
+__all__ = ["GpuSlotError", "nvml_index", "parse_visible"]  # shared with the point side
 
 
 def check_gpu_settings(gpus_per_point: int, gpu_ids: list[int] | None,
@@ -54,43 +52,13 @@ def check_gpu_settings(gpus_per_point: int, gpu_ids: list[int] | None,
     return errs
 
 
-def parse_visible(value: str) -> list[int]:
-    """The GPU ids of a CUDA_VISIBLE_DEVICES value; CUDA stops at the first negative one.
-
-    Raises GpuSlotError for UUIDs or MIG names, which slots cannot number."""
-    ids: list[int] = []
-    for item in (v.strip() for v in value.split(",")):
-        if not item:
-            continue
-        try:
-            n = int(item)
-        except ValueError:
-            raise GpuSlotError(
-                f"CUDA_VISIBLE_DEVICES={value!r} names GPUs by UUID or MIG id; set "
-                "engine.gpu_ids to the GPU indices kvexp may use") from None
-        if n < 0:
-            break
-        ids.append(n)
-    return ids
-
-
 def nvml_count() -> int:
     """How many GPUs NVML sees; 0 without pynvml, a driver or a GPU."""
     try:
-        import pynvml
-    except ImportError:
-        return 0
-    try:
-        pynvml.nvmlInit()
+        with nvml() as pynvml:
+            return int(pynvml.nvmlDeviceGetCount())
     except Exception:  # noqa: BLE001 - NVMLError and friends: no usable driver
         return 0
-    try:
-        return int(pynvml.nvmlDeviceGetCount())
-    except Exception:  # noqa: BLE001
-        return 0
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
 
 
 def host_gpus(gpu_ids: list[int] | None = None) -> list[int]:
@@ -167,7 +135,7 @@ def _try_slot(scope: Path, slot: list[int], owner: str) -> list[int] | None:
 
 @contextlib.contextmanager
 def claim_gpus(gpus_per_point: int = 1, gpu_ids: list[int] | None = None,
-               lock_dir: str | Path = DEFAULT_LOCK_DIR, timeout_s: float = 3600.0,
+               lock_dir: str | Path = GPU_LOCK_DIR, timeout_s: float = 3600.0,
                owner: str = "", poll_s: float = 0.25) -> Iterator[list[int] | None]:
     """Hold one slot of `gpus_per_point` GPUs for the block; yields its GPU ids.
 
@@ -210,8 +178,10 @@ def claim_gpus(gpus_per_point: int = 1, gpu_ids: list[int] | None = None,
 
 
 def uses_gpus(engine: Any) -> bool:
-    """Whether a point with this engine config runs on CUDA GPUs (the sim and the CPU don't)."""
-    return engine.kind == "vllm" and engine.vllm.device == "cuda"
+    """Whether a point with this engine config runs on GPUs (its engine says)."""
+    from kvexp import engines
+
+    return engines.get(engine.kind).uses_gpus(engine)
 
 
 def point_gpus(engine: Any, owner: str = "") -> contextlib.AbstractContextManager[
@@ -234,15 +204,3 @@ def gpu_env(gpus: list[int] | None, base: dict[str, str] | None = None
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     return env
-
-
-def nvml_index(default: int = 0) -> int:
-    """NVML's index of this process's first visible GPU (NVML ignores CUDA_VISIBLE_DEVICES)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if not visible:
-        return default
-    try:
-        ids = parse_visible(visible)
-    except GpuSlotError:
-        return default
-    return ids[0] if ids else default

@@ -4,7 +4,6 @@ process, and record a failure without stopping the sweep."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -17,14 +16,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kvexp import results
 from kvexp.config import Config, ConfigError, config_hash, resolve_instances, to_config
 from kvexp.engines.choice import choose_engine
 from kvexp.engines.servers import die_with_parent, error_text
+from kvexp.results import point_record, write_json
+from kvexp.results.point_record import label_of, mark_failed
+from kvexp.signals import ignore_interrupts
 from kvexp.sweep.gpu_slots import GpuSlotError, gpu_env, point_gpus
 from kvexp.sweep.server_pool import POOL, server_key
 from kvexp.sweep.state import INTERRUPTED
-from kvexp.sweep.sweeper import label_of
 
 
 def choices(cfg: Config, meta: dict[str, Any], groups: dict[str, Any] | None = None
@@ -48,23 +48,9 @@ def choices(cfg: Config, meta: dict[str, Any], groups: dict[str, Any] | None = N
     }
 
 
-def record_failure(point_dir: Path, meta: dict[str, Any], error: str) -> dict[str, Any]:
-    """Write `meta` as a failed point (point.json and a summary row) and return it."""
-    meta.update(status="failed", error=error)
-    results.write_json(meta, point_dir / "point.json")
-    summary = {**meta.get("choices", {"point": meta["point"], "label": meta["label"]}),
-               "status": "failed", "error": error}
-    results.write_summary(summary, point_dir)
-    return meta
-
-
 def _kill_servers(point_dir: Path) -> None:
     """Last resort after a point process had to be killed: its servers' process groups."""
-    try:
-        servers = json.loads((point_dir / "point.json").read_text()).get("servers", [])
-    except (OSError, ValueError):
-        return
-    for record in servers:
+    for record in (point_record.read_dict(point_dir) or {}).get("servers") or []:
         if record.get("pgid"):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(record["pgid"], signal.SIGKILL)
@@ -75,9 +61,8 @@ def _earlier_run(point_dir: Path, overrides: list[str], digest: str) -> dict[str
 
     An unfinished earlier attempt (failed, interrupted) is moved to `previous/<n>/`: kept,
     but out of the way of the new one."""
-    try:
-        meta = json.loads((point_dir / "point.json").read_text())
-    except (OSError, ValueError):
+    meta = point_record.read_dict(point_dir)
+    if meta is None:
         return None
     if meta.get("status") == "ok" and meta.get("overrides") == overrides \
             and meta.get("config_hash") == digest:
@@ -101,8 +86,7 @@ def _run_point_process(conf: Config, point_dir: Path, env: dict[str, str] | None
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut clean-up
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_interrupts()  # a second Ctrl-C must not cut clean-up
         proc.send_signal(signal.SIGINT)
         n = len(resolve_instances(conf))
         try:  # each server: SIGTERM, stop_timeout_s, SIGKILL; then samplers and Parquet
@@ -127,7 +111,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
         conf = to_config(cfg)
     except ConfigError as exc:
         print(f"[kvexp] point {point_dir.name} ({label}): {exc}", file=sys.stderr)
-        return record_failure(point_dir, meta, str(exc))
+        return mark_failed(point_dir, meta, str(exc))
     digest = config_hash(conf)
     done = _earlier_run(point_dir, overrides, digest)
     if done is not None:
@@ -135,7 +119,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
               flush=True)
         return done
     if (point_dir.parent / INTERRUPTED).exists():
-        return record_failure(point_dir, meta, "not run: the sweep was interrupted")
+        return mark_failed(point_dir, meta, "not run: the sweep was interrupted")
     kind, reason = choose_engine(conf)
     key = server_key(conf) if shared else None
     conf.engine.kind = kind
@@ -143,7 +127,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
     meta.update(engine=kind, engine_reason=reason, config_hash=digest)
     meta["choices"] = choices(conf, meta, groups)
     OmegaConf.save(OmegaConf.create(asdict(conf)), point_dir / "config.yaml")
-    results.write_json(meta, point_dir / "point.json")
+    point_record.write(meta, point_dir)
     if key is None:
         POOL.close()  # servers of earlier points are not this point's
         try:
@@ -151,22 +135,22 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
                 if gpus is not None:
                     print(f"[kvexp] point {point_dir.name}: GPUs {gpus}", flush=True)
                     meta["gpus"] = gpus
-                    results.write_json(meta, point_dir / "point.json")
+                    point_record.write(meta, point_dir)
                 rc = _run_point_process(conf, point_dir, gpu_env(gpus))
         except GpuSlotError as exc:
-            return record_failure(point_dir, meta, str(exc))
+            return mark_failed(point_dir, meta, str(exc))
     else:
         try:
             attach = POOL.attach(conf, key, point_dir.parent, owner=str(point_dir.parent))
         except Exception as exc:  # noqa: BLE001 - the point fails, the sweep goes on
-            return record_failure(point_dir, meta, error_text(exc))
-        results.write_json(attach, point_dir / "attach.json")
+            return mark_failed(point_dir, meta, error_text(exc))
+        write_json(attach, point_dir / "attach.json")
         rc = _run_point_process(conf, point_dir, None)
-    meta = json.loads((point_dir / "point.json").read_text())
+    meta = point_record.read_dict(point_dir) or meta
     meta["job_end"] = time.time()  # with job_start: the point's whole wall time, sweep side
-    results.write_json(meta, point_dir / "point.json")
+    point_record.write(meta, point_dir)
     if rc != 0 and meta.get("status") not in ("failed",):
-        meta = record_failure(point_dir, meta, f"point process exited with code {rc}")
+        meta = mark_failed(point_dir, meta, f"point process exited with code {rc}")
     if key is not None:
         POOL.after_point(point_dir, meta)
     return meta

@@ -30,14 +30,15 @@ from typing import Any
 
 import httpx
 
-from kvexp import results
-from kvexp.config import Config, digest, resolve_instances
+from kvexp import engines
+from kvexp.config import Config, digest, point_side_keys, resolve_instances
+from kvexp.engines import launch
 from kvexp.engines.servers import Server
-from kvexp.kvcached_segment import read_segment, remove_segment
+from kvexp.kvcached_segment import read_segment
+from kvexp.results import point_record
+from kvexp.results.point_record import mark_failed
 from kvexp.sweep.gpu_slots import gpu_env, point_gpus
 
-# Keys that only the workload side of a point reads.
-POINT_ONLY = ("workload", "sampler", "burst_size", "report", "name", "repeats", "reuse_servers")
 IDLE_TIMEOUT_S = 60.0
 logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health/metrics poll
 
@@ -46,10 +47,10 @@ def server_key(cfg: Config) -> str | None:
     """Points with the same key can share servers; None: this point never shares."""
     if not cfg.reuse_servers:
         return None
-    if cfg.engine.kind != "sim" and cfg.engine.vllm.enable_prefix_caching:
+    if not engines.shareable(cfg):
         return None
     d = asdict(cfg)
-    for k in POINT_ONLY:
+    for k in point_side_keys():
         d.pop(k, None)
     for inst in d.get("instances", {}).values():
         inst.pop("workload", None)
@@ -97,16 +98,14 @@ class ServerPool:
         if key == self.key and all(s.exit_code() is None for s in self.servers):
             return {**self.info, "reused": True}
         self.close()
-        from kvexp.point.runner import sim_device_path, start_servers
-
         home = sweep_dir / ".servers" / key
         self.key, self.stop_timeout_s = key, cfg.engine.stop_timeout_s
-        device_path = sim_device_path(cfg, home)
-        launch = time.time()
+        device_path = launch.device_path(cfg, home)
+        launched = time.time()
         try:
             gpus = self._gpus.enter_context(point_gpus(cfg.engine, owner))  # held until close
             env = gpu_env(gpus, {}) or {}
-            start_servers(cfg, resolve_instances(cfg), home, self.servers, env=env)
+            launch.start_servers(cfg, resolve_instances(cfg), home, self.servers, env=env)
         except BaseException:
             self.close()
             raise
@@ -116,7 +115,7 @@ class ServerPool:
             "key": key,
             "gpus": gpus,
             "device_path": str(device_path) if device_path else None,
-            "launch_time": launch,
+            "launch_time": launched,
             "ready_time": time.time(),
             "servers": [{**asdict(s.spec), "pid": s.proc.pid if s.proc else None,
                          "log_path": str(s.log_path)} for s in self.servers],
@@ -131,7 +130,7 @@ class ServerPool:
         dead = [s for s in self.servers if s.exit_code() is not None]
         if dead:  # the point saw it go; only the process that started it knows how
             keep, why = False, "a server exited"
-            _set_error(point_dir, meta, "; ".join(str(s.died_error()) for s in dead))
+            mark_failed(point_dir, meta, "; ".join(str(s.died_error()) for s in dead))
         elif meta.get("status") != "ok":
             keep, why = False, "the point did not finish"
         else:
@@ -148,28 +147,14 @@ class ServerPool:
         if not keep:
             meta["servers_stopped_because"] = why
             self.close()
-        results.write_json(meta, point_dir / "point.json")
+        point_record.write(meta, point_dir)
 
     def close(self) -> None:
         """Stop every shared server and remove its kvcached segment."""
-        for s in self.servers:
-            with contextlib.suppress(Exception):
-                s.stop(self.stop_timeout_s)
-        for s in self.servers:
-            if s.spec.ipc_name:
-                remove_segment(s.spec.ipc_name)
+        with contextlib.suppress(Exception):
+            launch.stop_servers(self.servers, self.stop_timeout_s)
         self.servers, self.key, self.info = [], None, {}
         self._gpus.close()
-
-
-def _set_error(point_dir: Path, meta: dict[str, Any], error: str) -> None:
-    meta.update(status="failed", error=error)
-    path = point_dir / "summary.parquet"
-    if path.exists():
-        import pandas as pd
-
-        row = pd.read_parquet(path).iloc[0].to_dict()
-        results.write_summary({**row, "status": "failed", "error": error}, point_dir)
 
 
 POOL = ServerPool()

@@ -11,7 +11,6 @@ each other, the repeats staying interleaved.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import time
@@ -25,8 +24,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kvexp import results
 from kvexp.config import ConfigError, config_hash, to_config
+from kvexp.results import point_record, write_json
+from kvexp.results.point_record import label_of
+from kvexp.signals import ignore_interrupts
 from kvexp.sweep.state import INTERRUPTED, SWEEP
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
@@ -41,14 +42,6 @@ class PlannedPoint:
     overrides: list[str]
     config_hash: str
     server_key: str | None  # None: this point's servers are never shared
-
-
-NOT_IN_LABEL = ("repeat=", "report=", "reuse_servers=", "hydra.", "hydra/")
-
-
-def label_of(overrides: Sequence[str]) -> str:
-    """A point's name in tables: its overrides, less those that do not change its results."""
-    return " ".join(o for o in overrides if not o.startswith(NOT_IN_LABEL)) or "defaults"
 
 
 def task_config(cfg: DictConfig) -> DictConfig:
@@ -106,9 +99,8 @@ def check_resume(sweep_dir: Path, points: list[PlannedPoint]) -> list[str]:
     wanted = {str(i): p for i, p in enumerate(points)}
     for point_json in sorted(sweep_dir.glob("*/point.json")):
         name = point_json.parent.name
-        try:
-            meta = json.loads(point_json.read_text())
-        except (OSError, ValueError):
+        meta = point_record.read_dict(point_json.parent)
+        if meta is None:
             continue  # unreadable: run again
         p = wanted.get(name)
         if p is None:
@@ -154,7 +146,7 @@ class ValidatingSweeper(BasicSweeper):
         self.overrides = [[p.overrides for p in points]]
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        results.write_json({"planned": [p.__dict__ for p in points], "time": time.time()},
+        write_json({"planned": [p.__dict__ for p in points], "time": time.time()},
                            sweep_dir / "sweep.json")
         SWEEP["dir"] = sweep_dir
         (sweep_dir / INTERRUPTED).unlink(missing_ok=True)  # from an earlier, interrupted run
@@ -177,17 +169,12 @@ def _job_failed(point_dir: Path, overrides: Sequence[str], exc: object) -> None:
     """A job that ended in an exception outside kvexp's own handling: record its point."""
     error = f"the launcher's job failed: {type(exc).__name__}: {exc}"
     print(f"[kvexp] point {point_dir.name} ({label_of(overrides)}): {error}", file=sys.stderr)
-    try:
-        meta = json.loads((point_dir / "point.json").read_text())
-    except (OSError, ValueError):
-        meta = {"point": point_dir.name, "label": label_of(overrides),
-                "overrides": list(overrides)}
+    meta = point_record.read_dict(point_dir) or {
+        "point": point_dir.name, "label": label_of(overrides), "overrides": list(overrides)}
     if meta.get("status") in ("ok", "failed"):
         return  # kvexp recorded it already
-    from kvexp.sweep.job import record_failure
-
     point_dir.mkdir(parents=True, exist_ok=True)
-    record_failure(point_dir, meta, error)
+    point_record.mark_failed(point_dir, meta, error)
 
 
 def _stop_points_first(signum: int, frame: Any) -> None:
@@ -195,8 +182,7 @@ def _stop_points_first(signum: int, frame: Any) -> None:
     and write what it measured, then interrupt the sweep (whose workers die with it)."""
     import psutil
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    ignore_interrupts()
     print(f"\n[kvexp] {signal.Signals(signum).name}: stopping the running points",
           file=sys.stderr, flush=True)
     if "dir" in SWEEP:  # workers freed by their stopped points must not start new ones

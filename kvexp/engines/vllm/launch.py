@@ -152,26 +152,18 @@ def cuda_available() -> tuple[bool, str]:
     """Whether NVML sees at least one NVIDIA GPU that this process may use; the reason."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return False, "CUDA_VISIBLE_DEVICES is empty: no GPU is visible to this process"
+    from kvexp.gpus import nvml
+
     try:
-        import pynvml
+        with nvml() as pynvml:
+            count = pynvml.nvmlDeviceGetCount()
+            if count == 0:
+                return False, "NVML sees no GPU"
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
     except ImportError as e:
         return False, f"pynvml not importable: {e}"
-    try:
-        pynvml.nvmlInit()
-    except Exception as e:  # pynvml.NVMLError and driver-library load errors
-        return False, f"NVML init failed: {e}"
-    try:
-        count = pynvml.nvmlDeviceGetCount()
-        if count == 0:
-            return False, "NVML sees no GPU"
-        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
-        if isinstance(name, bytes):
-            name = name.decode()
-        return True, f"{count} GPU(s), first: {name}"
-    except Exception as e:
-        return False, f"NVML query failed: {e}"
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
+    except Exception as e:  # noqa: BLE001 - pynvml.NVMLError and driver-library load errors
+        return False, f"NVML failed: {e}"
+    if isinstance(name, bytes):
+        name = name.decode()
+    return True, f"{count} GPU(s), first: {name}"

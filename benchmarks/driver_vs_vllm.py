@@ -22,6 +22,7 @@ TPOT = (E2E - TTFT) / (output tokens - 1).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -54,8 +55,8 @@ def kvexp_client(url: str, model: str, out: Path, args: argparse.Namespace) -> N
         import numpy as np
 
         rng = np.random.default_rng(args.seed)
-        for s in specs:
-            s.prompt_token_ids = [int(t) for t in rng.integers(10, args.vocab, args.input_len)]
+        specs = [dataclasses.replace(s, prompt_token_ids=[
+            int(t) for t in rng.integers(10, args.vocab, args.input_len)]) for s in specs]
     rows = run_workload(specs, {"a": InstanceHandle("a", url, served_model=model)}, Clock())
     out.write_text(json.dumps([
         {"ok": r.ok, "ttft": r.ttft_s, "itl": list(r.itl_s), "tpot": r.tpot_s, "e2e": r.e2e_s,
@@ -78,7 +79,9 @@ def summarize_vllm(path: Path) -> dict[str, float]:
     res = json.loads(path.read_text())
     ok = [i for i, e in enumerate(res["errors"]) if not e]
     ttft = [res["ttfts"][i] for i in ok]
-    lat = [res["latencies"][i] for i in ok]
+    # vLLM's latency is its last chunk's time: ttft + sum(itl) (0.26 saves no "latencies")
+    lat = [res["latencies"][i] if "latencies" in res else res["ttfts"][i] + sum(res["itls"][i])
+           for i in ok]
     outs = [res["output_lens"][i] for i in ok]
     tpot = [(la - t) / (n - 1) for la, t, n in zip(lat, ttft, outs, strict=True) if n > 1]
     return {

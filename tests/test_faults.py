@@ -186,3 +186,31 @@ def test_ctrl_c_twice_still_cleans_up(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert_nothing_left(tmp_path, sweep)
+
+
+def test_a_kvcached_server_without_its_segment_fails_its_point(tmp_path: Path) -> None:
+    # as vLLM does when its Python cannot import kvcached: a static pool, no segment
+    sweep = tmp_path / "sweep"
+    r = kvexp("-m", *FAST, "allocator=kvcached", "engine.sim.fault=no_kvcached",
+              f"hydra.sweep.dir={sweep}", "report=false", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    point = points(sweep)["0"]
+    assert point["status"] == "failed"
+    assert "kvcached is not active" in point["error"]
+    assert "not importable by the server's Python" in point["error"]
+    assert_nothing_left(tmp_path, sweep)
+
+
+def test_credentials_in_the_environment_are_not_written(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "KVEXP_SHM_DIR": str(tmp_path), "HF_TOKEN": "hf_secret_value",
+           "VLLM_API_KEY": "k_secret_value", "VLLM_LOGGING_LEVEL": "INFO"}
+    r = subprocess.run([sys.executable, "-m", "kvexp", "-m", *FAST, "workload.waves=1",
+                        f"hydra.sweep.dir={sweep}", "report=false"], cwd=tmp_path, env=env,
+                       text=True, capture_output=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    text = "".join(p.read_text() for p in sweep.rglob("*.json"))
+    assert "secret_value" not in text
+    server = points(sweep)["0"]["servers"][0]
+    assert server["inherited_env"]["HF_TOKEN"] == "<redacted>"
+    assert server["inherited_env"]["VLLM_LOGGING_LEVEL"] == "INFO"  # the rest is kept

@@ -189,3 +189,11 @@ def test_human_bytes() -> None:
     assert human_bytes(3 * GiB // 2) == "1.50 GiB"
     assert human_bytes(512 * MiB) == "512.0 MiB"
     assert human_bytes(100) == "100 B"
+
+
+def test_instance_ipc_names_are_kept_whole_by_kvcached() -> None:
+    from kvexp.kvcached_segment import IPC_NAME_MAX, ipc_name, kvcached_ipc_name
+
+    name = ipc_name("a-very-long-instance-name-" * 4, "abc123")
+    assert len(name) <= IPC_NAME_MAX and kvcached_ipc_name(name) == name
+    assert name.endswith("_abc123")

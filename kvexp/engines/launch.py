@@ -4,12 +4,11 @@ starts its own (kvexp/point/runner.py) and by the sweep's shared servers
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from kvexp import engines
+from kvexp import engines, kvcached_segment
 from kvexp.config import Config, ResolvedInstance
 from kvexp.engines.base import LaunchSpec
 from kvexp.engines.servers import PortTaken, Server, free_port, wait_ready
@@ -21,7 +20,7 @@ def ipc_name(inst: ResolvedInstance, tag: str) -> str | None:
     place that names segments."""
     if inst.allocator.kind != "kvcached":
         return None
-    return f"kvcached_{re.sub(r'[^A-Za-z0-9_]', '_', inst.name)}_{tag}"
+    return kvcached_segment.ipc_name(inst.name, tag)
 
 
 def device_path(cfg: Config, home: Path) -> Path | None:

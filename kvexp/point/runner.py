@@ -24,7 +24,7 @@ from kvexp.config import Config, ResolvedInstance, resolve_instances
 from kvexp.engines import launch
 from kvexp.engines.base import LaunchSpec
 from kvexp.engines.servers import AttachedServer, Server, ServerError, error_text
-from kvexp.kvcached_segment import set_limit
+from kvexp.kvcached_segment import KvcachedNotActive, set_limit, wait_for_segments
 from kvexp.results import point_record
 from kvexp.results.records import InstanceHandle, RequestRow, Sample
 from kvexp.results.summary import summarize
@@ -47,14 +47,26 @@ ENV_PREFIXES = ("VLLM_", "KVCACHED_", "ENABLE_KVCACHED", "CUDA_", "NCCL_", "HF_"
                 "TORCH_", "OMP_", "KVEXP_")
 
 
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+REDACTED = "<redacted>"
+KVCACHED_PROOF_S = 15.0  # how long a kvcached server may take to show its segment after ready
+
+
+def redact(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the value of every credential-like name (TOKEN, KEY, SECRET, ...) hidden."""
+    return {k: REDACTED if any(w in k.upper() for w in SECRET_WORDS) else v
+            for k, v in env.items()}
+
+
 def inherited_env() -> dict[str, str]:
-    """The variables a server inherits that can change its behaviour (recorded with `env`)."""
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)}
+    """The variables a server inherits that can change its behaviour (recorded with `env`),
+    credentials redacted."""
+    return redact({k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)})
 
 
 def server_record(spec: LaunchSpec, shared: bool) -> dict[str, Any]:
     """What point.json says of a server: how it was started, and whether it is shared."""
-    return {"name": spec.name, "argv": spec.argv, "env": spec.env,
+    return {"name": spec.name, "argv": spec.argv, "env": redact(spec.env),
             "inherited_env": inherited_env(), "port": spec.port, "ipc_name": spec.ipc_name,
             "served_model": spec.served_model, "shared": shared}
 
@@ -64,6 +76,18 @@ def _device_source(cfg: Config, device_path: Path | None, gpu: int | None = None
     if not (cfg.sampler.device or cfg.sampler.processes):
         return None, ""
     return engines.get(cfg.engine.kind).device_source(cfg, device_path, gpu)
+
+
+def _prove_kvcached(insts: list[ResolvedInstance], specs: list[LaunchSpec]) -> None:
+    """Every kvcached instance shows its segment with a limit > 0, or the point fails: vLLM
+    builds its static pool silently when kvcached cannot be imported."""
+    for inst, spec in zip(insts, specs, strict=True):
+        if inst.allocator.kind != "kvcached" or spec.ipc_name is None:
+            continue
+        try:
+            wait_for_segments(spec.ipc_name, KVCACHED_PROOF_S)
+        except KvcachedNotActive as e:
+            raise ServerError(f"{inst.name}: {e}") from None
 
 
 def _apply_kv_limits(insts: list[ResolvedInstance], specs: list[LaunchSpec]) -> None:
@@ -156,6 +180,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
 
             launch.start_servers(cfg, insts, point_dir, servers, started)
         _check_alive(servers)
+        _prove_kvcached(insts, [s.spec for s in servers])
         _apply_kv_limits(insts, [s.spec for s in servers])
         meta["ready_time"] = clock.now()
         point_record.write(meta, point_dir)

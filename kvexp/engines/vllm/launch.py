@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
+from kvexp import kvcached_segment
 from kvexp.config import EngineConfig, ResolvedInstance
 from kvexp.engines.base import LaunchSpec
 from kvexp.models import model_ref
@@ -32,8 +32,8 @@ else:
 
 
 def default_ipc_name(inst: ResolvedInstance, port: int) -> str:
-    """A kvcached segment name unique per instance and port (letters, digits, _)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"kvexp_{inst.name}_{port}")
+    """A kvcached segment name unique per instance and port, as kvcached would keep it."""
+    return kvcached_segment.ipc_name(inst.name, str(port))
 
 
 def cpu_kvcache_space(gb: float) -> int:

@@ -522,7 +522,8 @@ def test_parse_prometheus_labels_and_values() -> None:
 
 
 def write_sim_device(path: Path, instances: dict[str, dict[str, int]]) -> None:
-    state = {"gpu": "h200", "total_bytes": 140 * GiB, "base_bytes": GiB, "instances": instances}
+    state = {"gpu": "h200", "total_bytes": 140 * GiB, "base_bytes": GiB,
+             "reserved_bytes": 600 << 20, "instances": instances}
     path.write_text(json.dumps(state))
 
 
@@ -543,6 +544,7 @@ def test_sim_device_source(tmp_path: Path, tree: tuple[int, int, int]) -> None:
     assert by_metric(samples, "") == {
         "device_used_bytes": GiB + held,
         "device_total_bytes": 140 * GiB,
+        "device_reserved_bytes": 600 << 20,  # the simulated driver reservation, apart
     }
     assert by_metric(samples, "a") == {"process_gpu_bytes": held}
 

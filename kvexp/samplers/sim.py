@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from kvexp.engines.sim.device import DeviceSnapshot, SimDevice
-from kvexp.samplers.device import DeviceUnavailable
+from kvexp.samplers.device import DeviceUnavailable, MemoryFigures
 
 
 class SimDeviceSource:
@@ -30,6 +30,12 @@ class SimDeviceSource:
 
     def total_bytes(self) -> int:
         return self._total if self._total is not None else int(self.snapshot().total_bytes)
+
+    def memory(self) -> MemoryFigures:
+        """Total, used and the simulated driver reservation apart, like NVML v2 (version 0)."""
+        snap = self.snapshot()
+        return MemoryFigures(int(snap.total_bytes), int(snap.used_bytes),
+                             int(snap.reserved_bytes), 0)
 
     def used_bytes(self) -> int:
         return int(self.snapshot().used_bytes)

@@ -214,3 +214,23 @@ def test_credentials_in_the_environment_are_not_written(tmp_path: Path) -> None:
     server = points(sweep)["0"]["servers"][0]
     assert server["inherited_env"]["HF_TOKEN"] == "<redacted>"
     assert server["inherited_env"]["VLLM_LOGGING_LEVEL"] == "INFO"  # the rest is kept
+
+
+def test_a_second_writer_of_a_sweep_folder_is_refused_with_the_holders_pid(
+        tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    first = _start_sweep(tmp_path, sweep, "report=false")
+    _wait_for(sweep / "0" / "point.json", "workload_start", first)
+    second = kvexp("-m", *FAST, "burst_size=1,2,3", "workload.waves=2",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    resumed = subprocess.run([sys.executable, "-m", "kvexp", "resume", str(sweep)],
+                             cwd=tmp_path, text=True, capture_output=True, timeout=120,
+                             env={**os.environ, "KVEXP_SHM_DIR": str(tmp_path)})
+    out, _ = first.communicate(timeout=180)
+    assert first.returncode == 0, out
+    for r in (second, resumed):
+        assert r.returncode == 2, r.stderr
+        assert f"is in use by another kvexp sweep or resume (pid {first.pid})" in r.stderr
+    assert {p["status"] for p in points(sweep).values()} == {"ok"}
+    assert not (sweep / "0" / "previous").exists()  # the refused writers touched nothing
+    assert_nothing_left(tmp_path, sweep)

@@ -28,6 +28,7 @@ from kvexp.config import ConfigError, config_hash, to_config
 from kvexp.results import point_record, write_json
 from kvexp.results.point_record import label_of
 from kvexp.signals import ignore_interrupts
+from kvexp.sweep import folder_lock
 from kvexp.sweep.state import INTERRUPTED, SWEEP
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
@@ -135,12 +136,13 @@ class ValidatingSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         try:
             points = plan(jobs, configs, reuse, parallel)
+            folder_lock.hold(sweep_dir)  # before reading what the folder holds
             problems = check_resume(sweep_dir, points) if sweep_dir.is_dir() else []
             if problems:
                 raise SweepRefused(
                     f"{sweep_dir} holds another sweep; resume needs the same sweep "
                     "(or use a new hydra.sweep.dir):\n  - " + "\n  - ".join(problems))
-        except SweepRefused as exc:
+        except (SweepRefused, folder_lock.FolderInUse) as exc:
             print(f"[kvexp] sweep refused, nothing was started:\n{exc}", file=sys.stderr)
             raise SystemExit(2) from None
         self.overrides = [[p.overrides for p in points]]

@@ -191,6 +191,7 @@ class SimEngineConfig:
 class EngineConfig:
     kind: str = "auto"  # auto, or a package in kvexp/engines/ (vllm, sim, ...)
     host: str = "127.0.0.1"
+    allow_remote: bool = False  # let servers listen beyond loopback (they have no auth)
     port: int | None = None  # first instance's port; None = free ports picked at start
     ready_timeout_s: float = 600.0
     stop_timeout_s: float = 20.0
@@ -239,6 +240,8 @@ class Config:
     # In a sequential multirun, consecutive points whose servers would be started the same
     # way share them (see kvexp/sweep/server_pool.py); false = a fresh server for every point.
     reuse_servers: bool = field(default=True, metadata=NO_RESULT)
+    # A point whose share of failed requests is above this fails (its rows are kept).
+    max_failed_share: float = field(default=0.5, metadata=NO_RESULT)
 
 
 def _keys_where(role: str) -> tuple[str, ...]:
@@ -348,6 +351,13 @@ def resolve_instances(cfg: Config) -> list[ResolvedInstance]:
 
 
 def check(cfg: Config) -> list[str]:
+    """Every problem of `cfg`, each naming its key (empty: valid)."""
+    from kvexp import safety
+
+    return _check(cfg) + safety.check(cfg)
+
+
+def _check(cfg: Config) -> list[str]:
     """Every range and consistency problem of a composed config, as messages."""
     from kvexp.workloads.schedules import check_workload
 

@@ -107,10 +107,13 @@ def test_hanging_and_garbled_streams_are_rows_with_their_error(tmp_path: Path) -
               "workload.request_timeout_s=2", "engine.sim.fault=hang,garbage",
               "engine.sim.fault_after_s=0", f"hydra.sweep.dir={sweep}", "report=false",
               cwd=tmp_path)
-    assert r.returncode == 0, r.stderr  # the points ran; their requests failed
+    assert r.returncode == 1, r.stderr  # every request failed: so did the points
     res = load(sweep)
     s = res.summary.set_index("point")
-    assert list(s["failed"]) == [3, 3]
+    assert list(s["failed"]) == [3, 3]  # the rows are kept
+    for p in points(sweep).values():
+        assert p["status"] == "failed"
+        assert p["error"].startswith("3 of 3 requests failed, more than max_failed_share=0.5")
     errors = res.requests.groupby("point")["error"].first()
     assert errors["0"].startswith("timeout: no complete response within 2 s")
     assert errors["1"].startswith("malformed SSE event")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from kvexp import engines, results
+from kvexp import engines, results, safety
 from kvexp.clock import Clock
 from kvexp.config import Config, ResolvedInstance, resolve_instances
 from kvexp.engines import launch
@@ -200,7 +200,11 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         _check_alive(servers)
         _sleep(w.tail_s, servers)
         _check_alive(servers)
-        meta["status"] = "ok"
+        failed = sum(not r.ok for r in rows)
+        why = safety.too_many_failed(len(rows), failed, cfg.max_failed_share)
+        meta["status"] = "ok" if why is None else "failed"
+        if why is not None:
+            meta["error"] = why
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised for Ctrl-C
         meta["status"] = "failed"
         if isinstance(exc, KeyboardInterrupt):

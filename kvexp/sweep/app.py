@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from kvexp import safety
 from kvexp.config import register_configs
 from kvexp.signals import ignore_interrupts
 
@@ -32,6 +33,8 @@ _UID = secrets.token_hex(3)
 _STATE: dict[str, Path] = {}  # the point being run, for the message after Ctrl-C
 
 OmegaConf.register_new_resolver("kvexp_uid", lambda: _UID, replace=True)
+# outputs/<name>/: a name that would leave outputs/ fails before Hydra makes the folder
+OmegaConf.register_new_resolver("kvexp_name", safety.check_name, replace=True)
 register_configs()
 
 

@@ -75,7 +75,7 @@ def test_kvcached_ipc_name_defaults_per_instance(tmp_path: Path) -> None:
     engine = EngineConfig(kind="vllm")
     inst = ResolvedInstance("inst-1", model(), AllocatorConfig(kind="kvcached"))
     spec = build_vllm_launch(inst, engine, tmp_path, 9001, None)
-    assert spec.ipc_name == spec.env["KVCACHED_IPC_NAME"] == "kvexp_inst_1_9001"
+    assert spec.ipc_name == spec.env["KVCACHED_IPC_NAME"] == "kvcached_inst-1_9001"
 
 
 def test_cpu(tmp_path: Path) -> None:
@@ -150,3 +150,13 @@ def test_availability_probes() -> None:
     assert isinstance(ok, bool) and reason
     ok, reason = cuda_available()
     assert isinstance(ok, bool) and reason
+
+
+def test_a_relative_server_python_is_taken_from_the_project_root(tmp_path, monkeypatch) -> None:
+    from kvexp.engines.vllm.launch import PROJECT_ROOT, interpreter
+
+    monkeypatch.chdir(tmp_path)  # not the project's folder
+    assert (PROJECT_ROOT / "pyproject.toml").exists()
+    assert interpreter(".venv-vllm/bin/python") == str(PROJECT_ROOT / ".venv-vllm/bin/python")
+    assert interpreter("/opt/py/bin/python") == "/opt/py/bin/python"
+    assert interpreter(None) == sys.executable

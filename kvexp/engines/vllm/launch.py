@@ -68,7 +68,7 @@ def build_vllm_launch(
     load_format = vcfg.load_format or ("dummy" if dummy else None)
 
     argv = [
-        vcfg.python or sys.executable,
+        interpreter(vcfg.python),
         "-m",
         SERVER_MODULE,
         "--model",
@@ -130,9 +130,21 @@ def build_vllm_launch(
     )
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def interpreter(python: str | None) -> str:
+    """The server's Python: this one by default; a relative path is taken from the project's
+    root (conf/engine/vllm_cpu.yaml's `.venv-vllm/bin/python`), not the current folder."""
+    if not python:
+        return sys.executable
+    path = Path(python).expanduser()
+    return str(path if path.is_absolute() else PROJECT_ROOT / path)
+
+
 def vllm_available(python: str | None = None, timeout_s: float = 30.0) -> tuple[bool, str]:
     """Whether `python` (default: this interpreter) can import vllm, without importing it."""
-    exe = python or sys.executable
+    exe = interpreter(python)
     try:
         proc = subprocess.run(
             [exe, "-c", _PROBE], capture_output=True, text=True, timeout=timeout_s

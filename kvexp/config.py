@@ -457,6 +457,12 @@ def config_hash(cfg: Config) -> str:
 
 def to_config(cfg: DictConfig | dict) -> Config:
     """A validated `Config` from a composed (or saved) config; ConfigError lists every problem."""
+    from kvexp.config_keys import unknown_keys
+
+    plain = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=False)
+    unknown = unknown_keys({k: v for k, v in plain.items() if k != "hydra"}, Config)
+    if unknown:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(unknown))
     merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     obj: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     errs = check(obj)

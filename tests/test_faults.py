@@ -53,6 +53,10 @@ def assert_nothing_left(tmp_path: Path, sweep: Path) -> None:
       "instances.small.allocator.gpu_memory_utilization=0.7"],
      "static split cannot fit on one device"),
     (["engine.sim.fault=sometimes"], "engine.sim.fault must be one of none, exit, kill"),
+    (["+workload.burst_szie=3"],
+     "workload.burst_szie is not a key of WorkloadConfig; did you mean workload.burst_size?"),
+    (["experiment=two_models", "burst_size=2,6"],
+     "burst_size is swept over 2, 6 but no point reads it"),
 ])
 def test_bad_values_are_refused_before_anything_starts(
         tmp_path: Path, overrides: list[str], message: str) -> None:

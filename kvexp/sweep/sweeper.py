@@ -11,6 +11,8 @@ each other, the repeats staying interleaved.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import signal
 import sys
 import time
@@ -24,7 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kvexp.config import ConfigError, config_hash, to_config
+from kvexp.config import Config, ConfigError, config_hash, resolve_instances, to_config
 from kvexp.results import point_record, write_json
 from kvexp.results.point_record import label_of
 from kvexp.signals import ignore_interrupts
@@ -53,6 +55,29 @@ def task_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def unread_keys(jobs: list[list[str]], confs: list[Config], varying: set[str]) -> list[str]:
+    """A top-level key swept over values that change no point (every other key equal, the
+    configs equal but for that key), e.g. `burst_size` with a workload that sets its own."""
+    top = {f.name for f in dataclasses.fields(Config)}
+    problems = []
+    for k in sorted(varying & top):
+        groups: dict[tuple[str, ...], dict[str, str]] = {}
+        for overrides, conf in zip(jobs, confs, strict=True):
+            rest = tuple(sorted(o for o in overrides if o.partition("=")[0] != k))
+            value = next(o.partition("=")[2] for o in overrides if o.partition("=")[0] == k)
+            body = {n: v for n, v in dataclasses.asdict(conf).items() if n not in (k, "repeat")}
+            body["resolved"] = [dataclasses.asdict(i) for i in resolve_instances(conf)]
+            groups.setdefault(rest, {})[value] = json.dumps(body, sort_keys=True, default=str)
+        for same in groups.values():
+            if len(same) > 1 and len(set(same.values())) == 1:
+                problems.append(f"{k} is swept over {', '.join(sorted(same))} but no point "
+                                f"reads it: those points would run identically (the "
+                                f"workload or instances set their own); sweep the key "
+                                f"they read instead")
+                break
+    return problems
+
+
 def plan(jobs: list[list[str]], configs: list[DictConfig], reuse: bool,
          parallel: bool = False) -> list[PlannedPoint]:
     """Validate every point; with `reuse`, order points so that shared servers stay up.
@@ -62,6 +87,7 @@ def plan(jobs: list[list[str]], configs: list[DictConfig], reuse: bool,
     from kvexp.sweep.server_pool import server_key
 
     problems, points = [], []
+    confs: list[Config] = []
     values: dict[str, set[str]] = {}
     for o in (o for j in jobs for o in j):
         key, _, value = o.partition("=")
@@ -80,8 +106,11 @@ def plan(jobs: list[list[str]], configs: list[DictConfig], reuse: bool,
                             " is fixed, but this launcher runs points at the same time: leave "
                             "ports null (picked free per instance)")
             continue
+        confs.append(conf)
         key = server_key(conf) if reuse else None
         points.append(PlannedPoint(list(overrides), config_hash(conf), key))
+    if not problems:
+        problems += unread_keys(jobs, confs, varying)
     if problems:
         raise SweepRefused("\n".join(problems))
     if reuse:  # stable: first appearance of each server key keeps its place

@@ -116,7 +116,7 @@ class AllocatorConfig:
 
 @dataclass
 class WorkloadConfig:
-    kind: str = MISSING  # bursty | poisson | gamma | alternating | onoff
+    kind: str = MISSING  # bursty | poisson | gamma | alternating | onoff | trace
     api: str = "chat"  # chat | completions
     max_tokens: int = 180  # output tokens asked per request
     temperature: float = 0.7
@@ -137,6 +137,25 @@ class WorkloadConfig:
     period_s: float = 20.0
     on_s: float = 10.0
     stagger_s: float = 10.0  # instance i's phases are shifted by i * stagger_s
+    # trace: replay a trace file (conf/workload/trace.yaml explains each key)
+    path: str | None = None  # trace file, or excerpt:NAME (kvexp/workloads/trace_data)
+    format: str = "auto"  # auto | mooncake | azure | csv | jsonl | parquet
+    time_column: str | None = None
+    time_unit: str = "s"  # s | ms | us | datetime
+    input_column: str | None = None
+    output_column: str | None = None
+    model_column: str | None = None
+    hash_ids_column: str | None = None
+    model: str | None = None  # keep only the trace rows of this model
+    start_s: float = 0.0
+    window_s: float | None = None
+    time_scale: float = 1.0
+    target_rate: float | None = None
+    shared_clock: bool = True
+    max_model_len: int | None = None  # null = the instance model's max_model_len
+    length_policy: str = "clip"  # clip | scale | skip
+    block_size: int = 512
+    min_token_id: int = 100
     # run-level timing
     lead_in_s: float = 3.0  # idle time after servers are ready, before the first request
     tail_s: float = 8.0  # idle time after the last request, to see memory released
@@ -411,7 +430,9 @@ def check(cfg: Config) -> list[str]:
         if inst.workload is not None:
             errs += [f"{where}.workload: {e}" for e in check_workload(inst.workload)]
         w = inst.workload or cfg.workload
-        if w.random_input_len is not None and w.random_input_len + w.max_tokens > \
+        if w.kind == "trace":
+            pass  # each request's lengths are the trace's, fitted to max_model_len
+        elif w.random_input_len is not None and w.random_input_len + w.max_tokens > \
                 inst.model.max_model_len:
             errs.append(f"{where}.model.max_model_len ({inst.model.max_model_len}) is below "
                         f"the prompt plus output: workload.random_input_len "

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,11 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         _sleep(w.lead_in_s, servers)
         vocab = {i.name: i.model.vocab_size for i in insts}
         own = {i.name: i.workload for i in insts if i.workload is not None}
-        schedule = build_schedule(w, [i.name for i in insts], vocab, own)
+        lens = {i.name: i.model.max_model_len for i in insts}
+        stats: dict[str, Any] = {}
+        schedule = build_schedule(w, [i.name for i in insts], vocab, own, lens, stats)
+        if stats:
+            meta["trace"] = {name: asdict(st) for name, st in stats.items()}
         meta["workload_start"] = clock.now()
         point_record.write(meta, point_dir)  # progress, for whoever watches
         run_workload(

@@ -1,0 +1,70 @@
+"""workload=trace end to end with the simulated engine: `python -m kvexp workload=trace ...`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from kvexp.workloads.traces import TraceOptions, plan_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = [
+    "engine=sim", "model=tiny", "engine.sim.gpu=tiny", "engine.sim.time_scale=0.2",
+    "workload=trace", "workload.lead_in_s=0.5", "workload.tail_s=0.5",
+    "sampler.interval_s=0.05", "report=false",
+]
+
+
+def kvexp(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`python -m kvexp` of this tree (PYTHONPATH), in `cwd`."""
+    env = {**os.environ, "KVEXP_SHM_DIR": str(cwd), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "kvexp", *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_trace_replay_sends_the_traced_lengths_and_records_the_plan(tmp_path: Path) -> None:
+    run = tmp_path / "s" / "0"
+    r = kvexp(*FAST, "workload.num_requests=24", "workload.time_scale=40",
+              "workload.max_model_len=300", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    plan = plan_trace("excerpt:mooncake_conversation.jsonl",
+                      TraceOptions(max_requests=24, time_scale=40, max_model_len=300))
+    req = pd.read_parquet(run / "requests.parquet").sort_values("request_id")
+    assert req["ok"].all()
+    assert list(req["prompt_tokens"]) == [q.input_tokens for q in plan.requests]
+    assert list(req["completion_tokens"]) == [q.output_tokens for q in plan.requests]
+    meta = json.loads((run / "point.json").read_text())
+    stats = meta["trace"]["tiny"]
+    assert stats["kept"] == 24 and stats["clipped_rows"] == plan.stats.clipped_rows > 0
+    assert stats["time_scale"] == 40
+    summary = pd.read_parquet(run / "summary.parquet").iloc[0]
+    assert summary["trace_clipped_rows"] == plan.stats.clipped_rows
+    assert summary["trace_skipped_rows"] == 0
+    assert summary["trace_skipped_rows.tiny"] == 0
+
+
+def test_trace_skip_policy_counts_the_dropped_rows(tmp_path: Path) -> None:
+    run = tmp_path / "s" / "0"
+    r = kvexp(*FAST, "workload.path=excerpt:azure2023_code.csv", "workload.num_requests=10",
+              "workload.time_scale=40", "workload.max_model_len=500",
+              "workload.length_policy=skip",
+              f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    plan = plan_trace("excerpt:azure2023_code.csv",
+                      TraceOptions(max_requests=10, time_scale=40, max_model_len=500,
+                                   length_policy="skip"))
+    summary = pd.read_parquet(run / "summary.parquet").iloc[0]
+    assert summary["trace_skipped_rows"] == plan.stats.skipped_rows > 0
+    assert len(pd.read_parquet(run / "requests.parquet")) == 10
+
+
+def test_a_bad_trace_key_is_named(tmp_path: Path) -> None:
+    r = kvexp(*FAST, "workload.length_policy=crop", f"hydra.run.dir={tmp_path / 's' / '0'}",
+              cwd=tmp_path)
+    assert r.returncode != 0
+    assert "length_policy" in r.stdout + r.stderr

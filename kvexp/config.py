@@ -164,6 +164,25 @@ class WorkloadConfig:
 
 
 @dataclass
+class SloConfig:
+    """Per-request service-level limits; null = no limit. A request meets the SLO when it
+    succeeded and every given metric is <= its limit (vLLM's --goodput)."""
+
+    ttft_ms: float | None = None  # time to first token
+    tpot_ms: float | None = None  # time per output token after the first
+    itl_ms: float | None = None  # every inter-token gap
+    e2e_s: float | None = None  # end-to-end latency
+
+
+SLO_KEYS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_s")
+
+
+def _check_slo(s: SloConfig, where: str) -> list[str]:
+    return [f"{where}.{k} must be > 0 or null, got {getattr(s, k)}" for k in SLO_KEYS
+            if getattr(s, k) is not None and getattr(s, k) <= 0]
+
+
+@dataclass
 class SamplerConfig:
     interval_s: float = 0.2  # default interval for every signal
     device: bool = True  # device memory (NVML on a GPU, the sim's device with engine=sim)
@@ -230,6 +249,7 @@ class InstanceConfig:
     model: ModelConfig = MISSING
     allocator: dict[str, Any] = field(default_factory=dict)  # overrides of the global allocator
     workload: dict[str, Any] = field(default_factory=dict)  # overrides of the global workload
+    slo: dict[str, Any] = field(default_factory=dict)  # overrides of the global slo
     port: int | None = None
 
 
@@ -246,6 +266,7 @@ class Config:
     allocator: AllocatorConfig = MISSING
     workload: WorkloadConfig = field(default=MISSING, metadata=POINT_SIDE)
     sampler: SamplerConfig = field(default_factory=SamplerConfig, metadata=POINT_SIDE)
+    slo: SloConfig = field(default_factory=SloConfig, metadata=POINT_SIDE)
     engine: EngineConfig = field(default_factory=EngineConfig)
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
     name: str = field(default="default", metadata=POINT_SIDE)
@@ -281,6 +302,7 @@ def register_configs() -> None:
     cs.store(group="allocator", name="allocator_schema", node=AllocatorConfig)
     cs.store(group="workload", name="workload_schema", node=WorkloadConfig)
     cs.store(group="sampler", name="sampler_schema", node=SamplerConfig)
+    cs.store(group="slo", name="slo_schema", node=SloConfig)
     cs.store(group="engine", name="engine_schema", node=EngineConfig)
 
 
@@ -293,6 +315,7 @@ class ResolvedInstance:
     allocator: AllocatorConfig
     port: int | None = None
     workload: WorkloadConfig | None = None  # its own workload, if it overrides the global one
+    slo: SloConfig = field(default_factory=SloConfig)  # the global slo and its overrides
 
 
 ALLOCATOR_KINDS = ("kvcached", "static")
@@ -349,10 +372,12 @@ def resolve_instances(cfg: Config) -> list[ResolvedInstance]:
     if not cfg.instances:
         if cfg.model is None:
             raise ConfigError("no model: set `model` (e.g. model=tiny) or `instances`")
-        return [ResolvedInstance(cfg.model.name, cfg.model, cfg.allocator, base_port)]
+        return [ResolvedInstance(cfg.model.name, cfg.model, cfg.allocator, base_port,
+                                 slo=cfg.slo)]
     out = []
     for i, (name, inst) in enumerate(cfg.instances.items()):
-        for group, schema in (("allocator", AllocatorConfig), ("workload", WorkloadConfig)):
+        for group, schema in (("allocator", AllocatorConfig), ("workload", WorkloadConfig),
+                              ("slo", SloConfig)):
             unknown = set(getattr(inst, group)) - set(schema.__dataclass_fields__)
             if unknown:
                 raise ConfigError(f"instances.{name}.{group}: unknown keys {sorted(unknown)}")
@@ -362,7 +387,8 @@ def resolve_instances(cfg: Config) -> list[ResolvedInstance]:
         alloc = replace(cfg.allocator, **dict(inst.allocator))
         work = replace(cfg.workload, **dict(inst.workload)) if inst.workload else None
         port = inst.port if inst.port is not None else (base_port + i if base_port else None)
-        out.append(ResolvedInstance(name, inst.model, alloc, port, work))
+        slo = replace(cfg.slo, **dict(inst.slo))
+        out.append(ResolvedInstance(name, inst.model, alloc, port, work, slo))
     return out
 
 
@@ -379,6 +405,7 @@ def check(cfg: Config) -> list[str]:
         errs.append(f"repeat must be >= 0, got {cfg.repeat}")
     errs += _check_allocator(cfg.allocator, "allocator")
     errs += [f"workload: {e}" for e in check_workload(cfg.workload)]
+    errs += _check_slo(cfg.slo, "slo")
     s = cfg.sampler
     for sig in ("device", "processes", "kvcached", "engine_metrics"):
         if s.interval(sig) < 0.01:
@@ -427,6 +454,7 @@ def check(cfg: Config) -> list[str]:
         errs += _check_model(inst.model, f"{where}.model" if cfg.instances else "model")
         if cfg.instances:
             errs += _check_allocator(inst.allocator, f"{where}.allocator")
+            errs += _check_slo(inst.slo, f"{where}.slo")
         if inst.workload is not None:
             errs += [f"{where}.workload: {e}" for e in check_workload(inst.workload)]
         w = inst.workload or cfg.workload

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from kvexp.workloads.traces import TraceOptions, plan_trace
 
@@ -30,7 +31,8 @@ def kvexp(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedPr
 def test_trace_replay_sends_the_traced_lengths_and_records_the_plan(tmp_path: Path) -> None:
     run = tmp_path / "s" / "0"
     r = kvexp(*FAST, "workload.num_requests=24", "workload.time_scale=40",
-              "workload.max_model_len=300", f"hydra.run.dir={run}", cwd=tmp_path)
+              "workload.max_model_len=300", "slo.e2e_s=1000", f"hydra.run.dir={run}",
+              cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     plan = plan_trace("excerpt:mooncake_conversation.jsonl",
                       TraceOptions(max_requests=24, time_scale=40, max_model_len=300))
@@ -46,13 +48,17 @@ def test_trace_replay_sends_the_traced_lengths_and_records_the_plan(tmp_path: Pa
     assert summary["trace_clipped_rows"] == plan.stats.clipped_rows
     assert summary["trace_skipped_rows"] == 0
     assert summary["trace_skipped_rows.tiny"] == 0
+    assert req["slo_ok"].all() and summary["slo_attainment"] == 1.0
+    assert summary["goodput_req_per_s"] == pytest.approx(24 / summary["workload_s"])
+    assert summary["goodput_req_per_s.tiny"] == summary["goodput_req_per_s"]
+    assert "SLO %" in r.stdout and "good/s" in r.stdout
 
 
 def test_trace_skip_policy_counts_the_dropped_rows(tmp_path: Path) -> None:
     run = tmp_path / "s" / "0"
     r = kvexp(*FAST, "workload.path=excerpt:azure2023_code.csv", "workload.num_requests=10",
               "workload.time_scale=40", "workload.max_model_len=500",
-              "workload.length_policy=skip",
+              "workload.length_policy=skip", "slo.ttft_ms=0.001",
               f"hydra.run.dir={run}", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     plan = plan_trace("excerpt:azure2023_code.csv",
@@ -60,7 +66,10 @@ def test_trace_skip_policy_counts_the_dropped_rows(tmp_path: Path) -> None:
                                    length_policy="skip"))
     summary = pd.read_parquet(run / "summary.parquet").iloc[0]
     assert summary["trace_skipped_rows"] == plan.stats.skipped_rows > 0
-    assert len(pd.read_parquet(run / "requests.parquet")) == 10
+    req = pd.read_parquet(run / "requests.parquet")
+    assert len(req) == 10 and req["ok"].all()
+    assert not req["slo_ok"].any() and summary["slo_attainment"] == 0.0
+    assert summary["goodput_req_per_s"] == 0.0
 
 
 def test_a_bad_trace_key_is_named(tmp_path: Path) -> None:

@@ -201,15 +201,16 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             samples = group.samples()
         if attach is None:  # shared servers are the sweep's to stop
             launch.stop_servers(servers, cfg.engine.stop_timeout_s)
-        write_point(point_dir, rows, samples, meta, clock.start)
+        write_point(point_dir, rows, samples, meta, clock.start,
+                    {i.name: i.slo for i in insts})
     return meta
 
 
 def write_point(
     point_dir: Path, rows: list[RequestRow], samples: list[Sample], meta: dict[str, Any],
-    start: float,
+    start: float, slos: dict[str, Any] | None = None,
 ) -> None:
-    results.write_requests(rows, point_dir)
+    results.write_requests(rows, point_dir, slos)
     results.write_memory(samples, start, point_dir)
     req = pd.read_parquet(point_dir / "requests.parquet")
     mem = pd.read_parquet(point_dir / "memory.parquet")
@@ -217,5 +218,6 @@ def write_point(
     results.write_summary(summary, point_dir)
     with contextlib.suppress(KeyError):
         meta["summary"] = {k: summary[k] for k in ("idle_device_gib", "peak_device_gib",
-                                                   "e2e_p50_s", "failed")}
+                                                   "e2e_p50_s", "failed", "slo_attainment",
+                                                   "goodput_req_per_s")}
     point_record.write(meta, point_dir)

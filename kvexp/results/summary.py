@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kvexp.results.slo import slo_figures
+
 GIB = 2**30
 DEVICE_SOURCES = ("nvml", "sim_device")
 
@@ -117,6 +119,7 @@ def summarize(
     row["error"] = meta.get("error", "")
     row.update(memory_figures(memory, meta))
     row.update(latency_figures(requests, meta))
+    row.update(slo_figures(requests, meta))
     row.update(trace_figures(meta))
     return row
 

@@ -77,3 +77,25 @@ def test_a_bad_trace_key_is_named(tmp_path: Path) -> None:
               cwd=tmp_path)
     assert r.returncode != 0
     assert "length_policy" in r.stdout + r.stderr
+
+
+def test_azure_two_models_preset_reports_goodput_per_instance(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    r = kvexp("-m", "experiment=azure_two_models", "engine=sim", "engine.sim.time_scale=0.2",
+              "workload.time_scale=20", "workload.num_requests=15", "workload.lead_in_s=0.5",
+              "workload.tail_s=0.5", "sampler.interval_s=0.05", "report=false",
+              f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=170)
+    assert r.returncode == 0, r.stdout + r.stderr
+    from kvexp.results import load
+
+    res = load(sweep)
+    assert sorted(res.summary["allocator"]) == ["kvcached", "static"]
+    for _, row in res.summary.iterrows():
+        for col in ("slo_attainment", "goodput_req_per_s"):
+            for suffix in ("", ".code", ".conv"):
+                assert 0 <= row[col + suffix] == row[col + suffix], (col, suffix)
+        assert row["trace_kept.code"] == row["trace_kept.conv"] == 15
+        assert row["trace_clipped_rows.code"] > 0  # code prompts are longer than 2048
+    assert "slo_ok" in res.requests
+    assert set(res.requests["instance"]) == {"code", "conv"}
+    assert (res.requests["prompt_tokens"] + res.requests["completion_tokens"] <= 2048).all()

@@ -458,8 +458,11 @@ def check(cfg: Config) -> list[str]:
         if inst.workload is not None:
             errs += [f"{where}.workload: {e}" for e in check_workload(inst.workload)]
         w = inst.workload or cfg.workload
-        if w.kind == "trace":
-            pass  # each request's lengths are the trace's, fitted to max_model_len
+        if w.kind == "trace":  # each request's lengths are the trace's, fitted to max_model_len
+            if w.min_token_id >= inst.model.vocab_size:
+                mwhere = f"{where}.model" if cfg.instances else "model"
+                errs.append(f"workload.min_token_id ({w.min_token_id}) must be below "
+                            f"{mwhere}.vocab_size ({inst.model.vocab_size})")
         elif w.random_input_len is not None and w.random_input_len + w.max_tokens > \
                 inst.model.max_model_len:
             errs.append(f"{where}.model.max_model_len ({inst.model.max_model_len}) is below "

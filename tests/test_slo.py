@@ -63,3 +63,9 @@ def test_bad_slo_values_are_named() -> None:
         cfg_for("slo.tpot_ms=0")
     with pytest.raises(ConfigError, match=r"instances.small.slo: unknown keys \['ttft'\]"):
         cfg_for("experiment=two_models", "+instances.small.slo.ttft=5")
+
+
+def test_trace_token_ids_must_fit_the_vocabulary() -> None:
+    with pytest.raises(ConfigError, match=r"workload.min_token_id \(5000\) must be below "
+                                          r"model.vocab_size \(2000\)"):
+        cfg_for("workload=trace", "model=tiny", "workload.min_token_id=5000")

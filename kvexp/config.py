@@ -116,7 +116,7 @@ class AllocatorConfig:
 
 @dataclass
 class WorkloadConfig:
-    kind: str = MISSING  # bursty | poisson | gamma | alternating | onoff
+    kind: str = MISSING  # bursty | poisson | gamma | alternating | onoff | trace
     api: str = "chat"  # chat | completions
     max_tokens: int = 180  # output tokens asked per request
     temperature: float = 0.7
@@ -137,11 +137,49 @@ class WorkloadConfig:
     period_s: float = 20.0
     on_s: float = 10.0
     stagger_s: float = 10.0  # instance i's phases are shifted by i * stagger_s
+    # trace: replay a trace file (conf/workload/trace.yaml explains each key)
+    path: str | None = None  # trace file, or excerpt:NAME (kvexp/workloads/trace_data)
+    format: str = "auto"  # auto | mooncake | azure | csv | jsonl | parquet
+    time_column: str | None = None
+    time_unit: str = "s"  # s | ms | us | datetime
+    input_column: str | None = None
+    output_column: str | None = None
+    model_column: str | None = None
+    hash_ids_column: str | None = None
+    model: str | None = None  # keep only the trace rows of this model
+    start_s: float = 0.0
+    window_s: float | None = None
+    time_scale: float = 1.0
+    target_rate: float | None = None
+    shared_clock: bool = True
+    max_model_len: int | None = None  # null = the instance model's max_model_len
+    length_policy: str = "clip"  # clip | scale | skip
+    block_size: int = 512
+    min_token_id: int = 100
     # run-level timing
     lead_in_s: float = 3.0  # idle time after servers are ready, before the first request
     tail_s: float = 8.0  # idle time after the last request, to see memory released
     request_timeout_s: float = 300.0
     seed: int = 0
+
+
+@dataclass
+class SloConfig:
+    """Per-request service-level limits; null = no limit. A request meets the SLO when it
+    succeeded and every given metric is <= its limit (vLLM's --goodput)."""
+
+    ttft_ms: float | None = None  # time to first token
+    tpot_ms: float | None = None  # time per output token after the first
+    itl_ms: float | None = None  # every inter-token gap
+    e2e_s: float | None = None  # end-to-end latency
+
+
+SLO_KEYS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_s")
+
+
+def _check_slo(s: SloConfig, where: str) -> list[str]:
+    return [f"{where}.{k} must be > 0 or null, got {getattr(s, k)}" for k in SLO_KEYS
+            if getattr(s, k) is not None and getattr(s, k) <= 0]
 
 
 @dataclass
@@ -212,6 +250,7 @@ class InstanceConfig:
     model: ModelConfig = MISSING
     allocator: dict[str, Any] = field(default_factory=dict)  # overrides of the global allocator
     workload: dict[str, Any] = field(default_factory=dict)  # overrides of the global workload
+    slo: dict[str, Any] = field(default_factory=dict)  # overrides of the global slo
     port: int | None = None
 
 
@@ -228,6 +267,7 @@ class Config:
     allocator: AllocatorConfig = MISSING
     workload: WorkloadConfig = field(default=MISSING, metadata=POINT_SIDE)
     sampler: SamplerConfig = field(default_factory=SamplerConfig, metadata=POINT_SIDE)
+    slo: SloConfig = field(default_factory=SloConfig, metadata=POINT_SIDE)
     engine: EngineConfig = field(default_factory=EngineConfig)
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
     name: str = field(default="default", metadata=POINT_SIDE)
@@ -265,6 +305,7 @@ def register_configs() -> None:
     cs.store(group="allocator", name="allocator_schema", node=AllocatorConfig)
     cs.store(group="workload", name="workload_schema", node=WorkloadConfig)
     cs.store(group="sampler", name="sampler_schema", node=SamplerConfig)
+    cs.store(group="slo", name="slo_schema", node=SloConfig)
     cs.store(group="engine", name="engine_schema", node=EngineConfig)
 
 
@@ -277,6 +318,7 @@ class ResolvedInstance:
     allocator: AllocatorConfig
     port: int | None = None
     workload: WorkloadConfig | None = None  # its own workload, if it overrides the global one
+    slo: SloConfig = field(default_factory=SloConfig)  # the global slo and its overrides
 
 
 ALLOCATOR_KINDS = ("kvcached", "static")
@@ -333,10 +375,12 @@ def resolve_instances(cfg: Config) -> list[ResolvedInstance]:
     if not cfg.instances:
         if cfg.model is None:
             raise ConfigError("no model: set `model` (e.g. model=tiny) or `instances`")
-        return [ResolvedInstance(cfg.model.name, cfg.model, cfg.allocator, base_port)]
+        return [ResolvedInstance(cfg.model.name, cfg.model, cfg.allocator, base_port,
+                                 slo=cfg.slo)]
     out = []
     for i, (name, inst) in enumerate(cfg.instances.items()):
-        for group, schema in (("allocator", AllocatorConfig), ("workload", WorkloadConfig)):
+        for group, schema in (("allocator", AllocatorConfig), ("workload", WorkloadConfig),
+                              ("slo", SloConfig)):
             unknown = set(getattr(inst, group)) - set(schema.__dataclass_fields__)
             if unknown:
                 raise ConfigError(f"instances.{name}.{group}: unknown keys {sorted(unknown)}")
@@ -346,7 +390,8 @@ def resolve_instances(cfg: Config) -> list[ResolvedInstance]:
         alloc = replace(cfg.allocator, **dict(inst.allocator))
         work = replace(cfg.workload, **dict(inst.workload)) if inst.workload else None
         port = inst.port if inst.port is not None else (base_port + i if base_port else None)
-        out.append(ResolvedInstance(name, inst.model, alloc, port, work))
+        slo = replace(cfg.slo, **dict(inst.slo))
+        out.append(ResolvedInstance(name, inst.model, alloc, port, work, slo))
     return out
 
 
@@ -370,6 +415,7 @@ def _check(cfg: Config) -> list[str]:
         errs.append(f"repeat must be >= 0, got {cfg.repeat}")
     errs += _check_allocator(cfg.allocator, "allocator")
     errs += [f"workload: {e}" for e in check_workload(cfg.workload)]
+    errs += _check_slo(cfg.slo, "slo")
     s = cfg.sampler
     for sig in ("device", "processes", "kvcached", "engine_metrics"):
         if s.interval(sig) < 0.01:
@@ -418,10 +464,16 @@ def _check(cfg: Config) -> list[str]:
         errs += _check_model(inst.model, f"{where}.model" if cfg.instances else "model")
         if cfg.instances:
             errs += _check_allocator(inst.allocator, f"{where}.allocator")
+            errs += _check_slo(inst.slo, f"{where}.slo")
         if inst.workload is not None:
             errs += [f"{where}.workload: {e}" for e in check_workload(inst.workload)]
         w = inst.workload or cfg.workload
-        if w.random_input_len is not None and w.random_input_len + w.max_tokens > \
+        if w.kind == "trace":  # each request's lengths are the trace's, fitted to max_model_len
+            if w.min_token_id >= inst.model.vocab_size:
+                mwhere = f"{where}.model" if cfg.instances else "model"
+                errs.append(f"workload.min_token_id ({w.min_token_id}) must be below "
+                            f"{mwhere}.vocab_size ({inst.model.vocab_size})")
+        elif w.random_input_len is not None and w.random_input_len + w.max_tokens > \
                 inst.model.max_model_len:
             errs.append(f"{where}.model.max_model_len ({inst.model.max_model_len}) is below "
                         f"the prompt plus output: workload.random_input_len "

@@ -30,7 +30,8 @@ def cfg_for(*overrides: str):
     return to_config(compose("config", overrides=list(overrides)))
 
 
-@pytest.mark.parametrize("group", ["model", "allocator", "workload", "sampler", "engine"])
+@pytest.mark.parametrize("group", ["model", "allocator", "workload", "sampler", "slo",
+                                   "engine"])
 def test_every_option_composes_and_validates(group: str) -> None:
     assert options(group), f"conf/{group} is empty"
     for option in options(group):

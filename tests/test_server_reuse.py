@@ -107,6 +107,9 @@ def test_server_key_ignores_the_workload_and_nothing_else() -> None:
     base = _conf("allocator=kvcached")
     assert server_key(base) == server_key(_conf("allocator=kvcached", "burst_size=12",
                                                 "workload=poisson", "sampler=fast"))
+    two = _conf("experiment=two_models")
+    assert server_key(two) == server_key(_conf("experiment=two_models", "slo.ttft_ms=500",
+                                               "+instances.small.slo.tpot_ms=50"))
     for other in (["allocator=static"], ["model=tiny"], ["repeat=1"], ["seed=3"],
                   ["allocator.gpu_memory_utilization=0.3"], ["engine.vllm.extra_args=[-x]"]):
         assert server_key(_conf("allocator=kvcached", *other)) != server_key(base), other

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,11 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         _sleep(w.lead_in_s, servers)
         vocab = {i.name: i.model.vocab_size for i in insts}
         own = {i.name: i.workload for i in insts if i.workload is not None}
-        schedule = build_schedule(w, [i.name for i in insts], vocab, own)
+        lens = {i.name: i.model.max_model_len for i in insts}
+        stats: dict[str, Any] = {}
+        schedule = build_schedule(w, [i.name for i in insts], vocab, own, lens, stats)
+        if stats:
+            meta["trace"] = {name: asdict(st) for name, st in stats.items()}
         meta["workload_start"] = clock.now()
         point_record.write(meta, point_dir)  # progress, for whoever watches
         run_workload(
@@ -225,15 +230,16 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             samples = group.samples()
         if attach is None:  # shared servers are the sweep's to stop
             launch.stop_servers(servers, cfg.engine.stop_timeout_s)
-        write_point(point_dir, rows, samples, meta, clock.start)
+        write_point(point_dir, rows, samples, meta, clock.start,
+                    {i.name: i.slo for i in insts})
     return meta
 
 
 def write_point(
     point_dir: Path, rows: list[RequestRow], samples: list[Sample], meta: dict[str, Any],
-    start: float,
+    start: float, slos: dict[str, Any] | None = None,
 ) -> None:
-    results.write_requests(rows, point_dir)
+    results.write_requests(rows, point_dir, slos)
     results.write_memory(samples, start, point_dir)
     req = pd.read_parquet(point_dir / "requests.parquet")
     mem = pd.read_parquet(point_dir / "memory.parquet")
@@ -241,5 +247,6 @@ def write_point(
     results.write_summary(summary, point_dir)
     with contextlib.suppress(KeyError):
         meta["summary"] = {k: summary[k] for k in ("idle_device_gib", "peak_device_gib",
-                                                   "e2e_p50_s", "failed")}
+                                                   "e2e_p50_s", "failed", "slo_attainment",
+                                                   "goodput_req_per_s")}
     point_record.write(meta, point_dir)

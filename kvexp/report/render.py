@@ -43,6 +43,10 @@ DEFINITIONS: list[tuple[str, str]] = [
      "text. ITL: every gap between content events. Percentiles over successful requests; "
      "failed requests are counted in 'failed req'."),
     ("out tok/s", "Completion tokens of successful requests / length of the load window."),
+    ("SLO attainment / goodput", "A request meets the SLO (slo_ok) when it succeeded and its "
+     "TTFT, TPOT, every ITL gap and E2E are within the limits given (slo group; null = none). "
+     "Attainment = share of requests meeting it; goodput = those requests / length of the load "
+     "window (vLLM's --goodput)."),
     ("Wave", "The requests of one wave index: first sent_time to last end_time. A point without "
      "wave indices counts as one wave over its load window."),
     ("grow s", "Time from a wave's start to the first sample where the signal (device memory, or "

@@ -185,6 +185,8 @@ POINT_COLS = [
     Col("ITL p50 ms", "itl_p50_s", 1e3, 1),
     Col("ITL p99 ms", "itl_p99_s", 1e3, 1),
     Col("out tok/s", "output_tok_per_s", 1.0, 1),
+    Col("SLO attainment %", "slo_attainment", 100.0, 1),
+    Col("goodput req/s", "goodput_req_per_s", 1.0, 2),
 ]
 
 ELASTICITY_COLS = [
@@ -400,9 +402,11 @@ def print_summary(results: Results | pd.DataFrame, console: Any = None) -> None:
     cat = results if isinstance(results, pd.DataFrame) else add_savings(catalog(results))
     table = Table(title="kvexp points")
     cols = ["point", "label", "status", "idle VRAM GiB", "peak VRAM GiB", "saved idle GiB",
-            "E2E p50 s", "TTFT p50 ms", "ITL p50 ms", "failed req"]
+            "E2E p50 s", "TTFT p50 ms", "ITL p50 ms", "SLO attainment %", "goodput req/s",
+            "failed req"]
     short = {"idle VRAM GiB": "idle GiB", "peak VRAM GiB": "peak GiB", "saved idle GiB":
              "saved GiB", "E2E p50 s": "E2E s", "TTFT p50 ms": "TTFT ms", "ITL p50 ms": "ITL ms",
+             "SLO attainment %": "SLO %", "goodput req/s": "good/s",
              "failed req": "failed"}  # p50s; narrow enough for an 80-column terminal
     for c in cols:
         if c == "label":

@@ -51,6 +51,7 @@ class PointRecord:
     workload_end: float | None = None
     end_time: float | None = None
     lacking_signals: dict[str, str] | None = None  # what the engine cannot measure, and why
+    trace: dict[str, Any] | None = None  # per instance: what its trace plan did (TraceStats)
     summary: dict[str, Any] | None = None  # headline figures (summary.parquet has them all)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -46,6 +46,7 @@ REQUESTS_SCHEMA = pa.schema(
         ("status", pa.int64()),
         ("ok", pa.bool_()),
         ("error", pa.string()),
+        ("slo_ok", pa.bool_()),  # ok and within every SLO (kvexp/results/slo.py)
     ]
 )
 
@@ -66,8 +67,12 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_requests(rows: list[RequestRow], point_dir: Path) -> None:
-    data = [asdict(r) for r in rows]
+def write_requests(rows: list[RequestRow], point_dir: Path,
+                   slos: dict[str, Any] | None = None) -> None:
+    """requests.parquet; `slo_ok` against each instance's SloConfig in `slos` (none: ok)."""
+    from kvexp.results.slo import meets_slo
+
+    data = [{**asdict(r), "slo_ok": meets_slo(r, (slos or {}).get(r.instance))} for r in rows]
     table = pa.Table.from_pylist(data, schema=REQUESTS_SCHEMA)
     _atomic_write_table(table, point_dir / "requests.parquet")
 

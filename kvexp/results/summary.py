@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kvexp.results.slo import slo_figures
+
 GIB = 2**30
 DEVICE_SOURCES = ("nvml", "sim_device")
 
@@ -117,4 +119,25 @@ def summarize(
     row["error"] = meta.get("error", "")
     row.update(memory_figures(memory, meta))
     row.update(latency_figures(requests, meta))
+    row.update(slo_figures(requests, meta))
+    row.update(trace_figures(meta))
     return row
+
+
+TRACE_COUNTS = ("rows_read", "kept", "clipped_rows", "scaled_rows", "skipped_rows")
+
+
+def trace_figures(meta: dict[str, Any]) -> dict[str, Any]:
+    """`trace_<count>` summed over instances and `trace_<count>.<instance>` (kind=trace)."""
+    trace = meta.get("trace") or {}
+    out: dict[str, Any] = {}
+    if not trace:
+        return out
+    for key in TRACE_COUNTS:
+        out[f"trace_{key}"] = int(sum(int(st.get(key, 0)) for st in trace.values()))
+    for name, st in trace.items():
+        for key in TRACE_COUNTS:
+            out[f"trace_{key}.{name}"] = int(st.get(key, 0))
+        out[f"trace_time_scale.{name}"] = float(st.get("time_scale", math.nan))
+        out[f"trace_mean_rate_req_s.{name}"] = float(st.get("mean_rate_req_s", math.nan))
+    return out

@@ -54,6 +54,7 @@ def server_key(cfg: Config) -> str | None:
         d.pop(k, None)
     for inst in d.get("instances", {}).values():
         inst.pop("workload", None)
+        inst.pop("slo", None)  # read by the point only, like the global slo
     return digest(d)
 
 

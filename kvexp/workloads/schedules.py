@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ import numpy as np
 from kvexp.results.records import RequestSpec
 from kvexp.workloads.prompts import cycled, random_token_ids
 
-KINDS = ("bursty", "alternating", "poisson", "gamma", "onoff")
+KINDS = ("bursty", "alternating", "poisson", "gamma", "onoff", "trace")
 WAVE_KINDS = ("bursty", "alternating")
 STREAM_KINDS = ("poisson", "gamma", "onoff")
 APIS = ("chat", "completions")
@@ -78,6 +79,8 @@ def check_workload(w: Any) -> list[str]:
             errors.append(f"workload.duration_s must be > 0, got {w.duration_s}")
         if w.num_requests is not None and w.num_requests < 1:
             errors.append(f"workload.num_requests must be >= 1, got {w.num_requests}")
+    if w.kind == "trace":
+        errors += _check_trace(w)
     if w.kind == "gamma" and w.burstiness <= 0:
         errors.append(f"workload.burstiness (gamma shape) must be > 0, got {w.burstiness}")
     if w.kind == "onoff":
@@ -92,6 +95,39 @@ def check_workload(w: Any) -> list[str]:
     return errors
 
 
+def _check_trace(w: Any) -> list[str]:
+    """The trace keys' problems (kind=trace)."""
+    from kvexp.workloads.traces import TraceOptions
+    from kvexp.workloads.traces_load import FORMATS, TIME_UNITS
+
+    errors = []
+    if not w.path:
+        errors.append("workload.path is empty: kind=trace needs a trace file (or excerpt:NAME)")
+    if w.format not in FORMATS:
+        errors.append(f"workload.format {w.format!r} is unknown; expected one of "
+                      f"{', '.join(FORMATS)}")
+    if w.time_unit not in TIME_UNITS:
+        errors.append(f"workload.time_unit {w.time_unit!r} is unknown; expected one of "
+                      f"{', '.join(TIME_UNITS)}")
+    if w.api != "completions":
+        errors.append("workload.api: trace prompts are token ids, which only the completions "
+                      f"API accepts: set workload.api=completions (got {w.api!r})")
+    if w.block_size < 1:
+        errors.append(f"workload.block_size must be >= 1, got {w.block_size}")
+    if w.min_token_id < 0:
+        errors.append(f"workload.min_token_id must be >= 0, got {w.min_token_id}")
+    opts = TraceOptions(start_s=w.start_s, duration_s=w.window_s, max_requests=w.num_requests,
+                        time_scale=w.time_scale, target_rate=w.target_rate,
+                        max_model_len=w.max_model_len, length_policy=w.length_policy)
+    names = {"duration_s": "window_s", "max_requests": "num_requests"}
+    known = {f.name for f in fields(TraceOptions)}
+    for e in opts.problems():
+        key = e.split(" ", 1)[0]
+        errors.append(f"workload.{names.get(key, key)}{e[len(key):]}" if key in known
+                      else f"workload: {e}")
+    return errors
+
+
 def chains_waves(w: Any) -> bool:
     """Whether the driver should chain waves (drive(..., wait_for_wave=True, wave_gap_s=idle_s))."""
     return bool(w.wait_for_wave) and w.kind in WAVE_KINDS
@@ -102,12 +138,16 @@ def build_schedule(
     instances: Sequence[str],
     vocab_sizes: dict[str, int] | None = None,
     per_instance: dict[str, Any] | None = None,
+    max_model_lens: dict[str, int] | None = None,
+    trace_stats: dict[str, Any] | None = None,
 ) -> list[RequestSpec]:
     """The workload's requests, sorted by at_s, with request_id 0..n-1.
 
     `per_instance` gives some instances a workload of their own (same kind as `w`): its
     rate, duration, burst size, prompts and request shape apply to that instance's
-    requests; rounds and waves (their number and spacing) stay `w`'s.
+    requests; rounds and waves (their number and spacing) stay `w`'s. kind=trace goes to
+    `build_trace_schedule` (lengths fitted to `max_model_lens`); its per-instance
+    TraceStats are put in `trace_stats` when given.
     """
     own = [(per_instance or {}).get(name, w) for name in instances]
     errors = check_workload(w)
@@ -122,8 +162,21 @@ def build_schedule(
         missing = [i for i in instances if not vocab_sizes or i not in vocab_sizes]
         if missing:
             errors.append(f"random_input_len needs vocab_sizes for instances {missing}")
+    if w.kind == "trace":
+        missing = [i for i in instances if not vocab_sizes or i not in vocab_sizes]
+        if missing:
+            errors.append(f"kind=trace needs vocab_sizes for instances {missing}")
     if errors:
         raise ValueError("invalid workload: " + "; ".join(errors))
+    if w.kind == "trace":
+        from kvexp.workloads.trace_schedule import build_trace_schedule
+
+        assert vocab_sizes is not None
+        specs, stats = build_trace_schedule(w, instances, vocab_sizes, per_instance,
+                                            max_model_lens)
+        if trace_stats is not None:
+            trace_stats.update(stats)
+        return specs
 
     # (at_s, wave, seq within instance, instance index)
     raw: list[tuple[float, int, int, int]] = []

@@ -188,14 +188,21 @@ def test_summary_numbers_match_parquet(sweep: Path) -> None:
 
 def test_comparison_wording(sweep: Path) -> None:
     md = (sweep / "report" / "summary.md").read_text()
-    cmp = md_table(md, "kvcached vs static (repeats pooled)")
+    cmp = md_table(md, "kvcached vs static (paired over repeats)")
     b4 = cmp[cmp["setting"] == "burst_size=4"].set_index("metric")
-    assert b4.loc["idle VRAM GiB", "verdict"] == "kvcached lower"
-    assert b4.loc["E2E p50 s", "verdict"] == "within noise"  # same E2E draws for both
-    assert "n=2" in b4.loc["idle VRAM GiB", "static median [95% CI]"]
+    assert b4.loc["idle VRAM GiB", "verdict"] == "no verdict: 2 pairs, a verdict needs 5"
+    assert b4.loc["idle VRAM GiB", "n pairs"] == "2"
+    assert b4.loc["idle VRAM GiB", "method"] == "paired t"
+    assert b4.loc["idle VRAM GiB", "kvcached - static"].startswith("-73.")
+    assert "n=2" in b4.loc["idle VRAM GiB", "static median"]
+    # each synthetic point has one failed request (2 points per arm); latency verdicts say so
+    assert b4.loc["E2E p50 s", "verdict"].endswith(
+        "(kvcached: 2 failed requests; static: 2 failed requests)")
+    assert b4.loc["E2E p50 s", "kvcached req used/failed"].endswith("/2")
     b8 = cmp[cmp["setting"] == "burst_size=8"].set_index("metric")
-    assert b8.loc["idle VRAM GiB", "verdict"].startswith("n too small")
-    assert "n=1, no CI" in b8.loc["idle VRAM GiB", "kvcached median [95% CI]"]
+    assert b8.loc["idle VRAM GiB", "static failed points"] == "1"
+    assert b8.loc["idle VRAM GiB", "kvcached failed points"] == "0"
+    assert set(cmp["engine"]) == {"vllm"}
 
 
 def test_elasticity_in_report(sweep: Path) -> None:
@@ -284,7 +291,7 @@ def test_report_of_a_real_sim_sweep(tmp_path: Path) -> None:
     assert set(table["status"]) == {"ok"}
     assert "simulated" in md
     assert "Swept: burst_size." in md
-    cmp = md_table(md, "kvcached vs static (repeats pooled)")
+    cmp = md_table(md, "kvcached vs static (paired over repeats)")
     assert set(cmp["setting"]) == {"burst_size=1", "burst_size=3"}
     for name in ("memory_over_time", "latency_distributions", "latency_vs_param",
                  "memory_vs_param", "kv_held_vs_used"):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kvexp.report.elasticity import elasticity_table
-from kvexp.report.stats import bootstrap_ci, compare, format_ci
+from kvexp.report.verdicts import comparison_table, headline_lines  # noqa: F401 (re-export)
 from kvexp.results import Results
 from kvexp.results.point_record import read_dict
 from kvexp.results.summary import latency_figures, memory_figures
@@ -198,21 +198,6 @@ ELASTICITY_COLS = [
     Col("KV efficiency %", "kv_efficiency", 100.0, 1),
 ]
 
-COMPARE_METRICS = [
-    ("idle VRAM GiB", "idle_device_gib", 1.0, 2),
-    ("peak VRAM GiB", "peak_device_gib", 1.0, 2),
-    ("mean VRAM under load GiB", "mean_device_gib", 1.0, 2),
-    ("VRAM GiB·s over load", "device_load_gib_s", 1.0, 1),
-    ("E2E p50 s", "e2e_p50_s", 1.0, 3),
-    ("E2E p99 s", "e2e_p99_s", 1.0, 3),
-    ("TTFT p50 ms", "ttft_p50_s", 1e3, 1),
-    ("TTFT p99 ms", "ttft_p99_s", 1e3, 1),
-    ("ITL p50 ms", "itl_p50_s", 1e3, 1),
-    ("ITL p99 ms", "itl_p99_s", 1e3, 1),
-    ("out tok/s", "output_tok_per_s", 1.0, 1),
-]
-
-
 def ok_points(cat: pd.DataFrame) -> pd.DataFrame:
     return cat[cat["status"] == "ok"] if not cat.empty else cat
 
@@ -275,33 +260,6 @@ def elasticity_display(cat: pd.DataFrame) -> pd.DataFrame:
         d.update({c.header: c.text(r) for c in ELASTICITY_COLS})
         d["KV efficiency from"] = str(r.get("kv_efficiency_basis") or "-")
         rows.append(d)
-    return pd.DataFrame(rows)
-
-
-def comparison_table(cat: pd.DataFrame) -> pd.DataFrame:
-    """kvcached vs static per setting: median [95% CI] over repeats, and a verdict."""
-    ok = ok_points(cat)
-    rows = []
-    for setting, grp in ok.groupby("setting", sort=False):
-        kv, st = grp[grp["allocator"] == "kvcached"], grp[grp["allocator"] == "static"]
-        if kv.empty or st.empty:
-            continue
-        for name, col, scale, digits in COMPARE_METRICS:
-            if col not in grp:
-                continue
-            a = bootstrap_ci(kv[col].astype(float).to_numpy())
-            b = bootstrap_ci(st[col].astype(float).to_numpy())
-            if a.n == 0 and b.n == 0:
-                continue
-            rel = (a.value - b.value) / b.value * 100 if b.value else math.nan
-            rows.append({
-                "setting": setting or "(defaults)",
-                "metric": name,
-                "kvcached median [95% CI]": format_ci(a, digits, scale),
-                "static median [95% CI]": format_ci(b, digits, scale),
-                "kvcached vs static": "-" if math.isnan(rel) else f"{rel:+.0f}%",
-                "verdict": compare(a, b),
-            })
     return pd.DataFrame(rows)
 
 

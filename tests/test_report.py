@@ -97,8 +97,8 @@ def make_point(d: Path, *, allocator: str, burst: int, repeat: int,
             "engine_reason": "synthetic", "label": label, "overrides": overrides,
             "clock_start": START, "ready_time": ready, "workload_start": w_start,
             "workload_end": w_end, "end_time": end, "servers": []}
-    write_requests(reqs, d)
-    write_memory(_memory(instances, burst, allocator, waves, end, sim), START, d)
+    write_requests(reqs, d, meta["engine"])
+    write_memory(_memory(instances, burst, allocator, waves, end, sim), START, d, meta["engine"])
     write_json(meta, d / "point.json")
     res = load(d)
     choices = {"point": d.name, "label": label, "engine": meta["engine"],
@@ -297,3 +297,29 @@ def test_report_of_a_real_sim_sweep(tmp_path: Path) -> None:
                  "memory_vs_param", "kv_held_vs_used"):
         assert (out / f"{name}.png").stat().st_size > 1000, name
     assert "Skipped: No point with several models" in md
+
+
+def test_every_table_carries_the_engine(sweep: Path) -> None:
+    """requests/memory/summary Parquet and comparison.csv name the engine of every row."""
+    import pyarrow.parquet as pq
+
+    for name in ("requests", "memory", "summary"):
+        assert set(pq.read_table(sweep / "6" / f"{name}.parquet").column("engine").to_pylist()
+                   ) == {"sim"}, name
+        assert set(pq.read_table(sweep / "0" / f"{name}.parquet").column("engine").to_pylist()
+                   ) == {"vllm"}, name
+    res = load(sweep)
+    assert set(res.requests["engine"]) == set(res.memory["engine"]) == {"sim", "vllm"}
+    cmp = pd.read_csv(sweep / "report" / "comparison.csv")
+    assert set(cmp["engine"]) == {"vllm"}
+
+
+def test_engine_per_point_in_report_and_terminal(sweep: Path) -> None:
+    from rich.console import Console
+
+    md = (sweep / "report" / "summary.md").read_text()
+    table = md_table(md, "Summary per point").set_index("point")
+    assert table.loc["6", "engine"] == "sim" and table.loc["0", "engine"] == "vllm"
+    buf = io.StringIO()
+    print_summary(load(sweep), console=Console(file=buf, width=200))
+    assert "engine" in buf.getvalue() and " sim " in buf.getvalue()

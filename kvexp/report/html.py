@@ -17,7 +17,7 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
-th { background: #f3f3f3; } td:nth-child(-n+3) { text-align: left; }
+th { background: #f3f3f3; } td:nth-child(-n+4) { text-align: left; }
 tr.failed td { background: #fde8e8; }
 .note { color: #555; font-size: 0.9em; } .lines { font-family: monospace; }
 img { max-width: 100%; border: 1px solid #eee; }

@@ -231,12 +231,17 @@ def _failed_text(row: pd.Series) -> str:
     return "-" if math.isnan(n) else f"{int(f) if not math.isnan(f) else 0}/{int(n)}"
 
 
+def _engine(row: pd.Series) -> str:
+    e = row.get("engine")
+    return "-" if _isna(e) or not e else str(e)
+
+
 def point_table(cat: pd.DataFrame) -> pd.DataFrame:
     """Per point: status, VRAM, savings vs static, latency percentiles, throughput, failures."""
     rows = []
     for _, r in cat.iterrows():
         d = {"point": str(r["point"]), "label": str(r.get("label", "")),
-             "status": str(r["status"])}
+             "status": str(r["status"]), "engine": _engine(r)}
         d.update({c.header: c.text(r) for c in POINT_COLS})
         d["failed req"] = _failed_text(r)
         rows.append(d)
@@ -357,8 +362,8 @@ def print_summary(results: Results | pd.DataFrame, console: Any = None) -> None:
 
     cat = results if isinstance(results, pd.DataFrame) else add_savings(catalog(results))
     table = Table(title="kvexp points")
-    cols = ["point", "label", "status", "idle VRAM GiB", "peak VRAM GiB", "saved idle GiB",
-            "E2E p50 s", "TTFT p50 ms", "ITL p50 ms", "failed req"]
+    cols = ["point", "label", "status", "engine", "idle VRAM GiB", "peak VRAM GiB",
+            "saved idle GiB", "E2E p50 s", "TTFT p50 ms", "ITL p50 ms", "failed req"]
     short = {"idle VRAM GiB": "idle GiB", "peak VRAM GiB": "peak GiB", "saved idle GiB":
              "saved GiB", "E2E p50 s": "E2E s", "TTFT p50 ms": "TTFT ms", "ITL p50 ms": "ITL ms",
              "failed req": "failed"}  # p50s; narrow enough for an 80-column terminal
@@ -366,7 +371,7 @@ def print_summary(results: Results | pd.DataFrame, console: Any = None) -> None:
         if c == "label":
             table.add_column(c, min_width=20, overflow="fold")
         else:
-            table.add_column(short.get(c, c), justify="left" if c in ("point", "status")
+            table.add_column(short.get(c, c), justify="left" if c in ("point", "status", "engine")
                              else "right")
     disp = point_table(cat) if not cat.empty else pd.DataFrame(columns=cols)
     for _, r in disp.iterrows():

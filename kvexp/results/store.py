@@ -46,6 +46,7 @@ REQUESTS_SCHEMA = pa.schema(
         ("status", pa.int64()),
         ("ok", pa.bool_()),
         ("error", pa.string()),
+        ("engine", pa.string()),  # the point's engine kind: "sim" rows are simulated
     ]
 )
 
@@ -57,6 +58,7 @@ MEMORY_SCHEMA = pa.schema(
         ("instance", pa.string()),
         ("metric", pa.string()),
         ("value", pa.float64()),
+        ("engine", pa.string()),
     ]
 )
 
@@ -66,13 +68,15 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_requests(rows: list[RequestRow], point_dir: Path) -> None:
-    data = [asdict(r) for r in rows]
+def write_requests(rows: list[RequestRow], point_dir: Path, engine: str = "") -> None:
+    """requests.parquet; every row carries the point's `engine`."""
+    data = [{**asdict(r), "engine": engine} for r in rows]
     table = pa.Table.from_pylist(data, schema=REQUESTS_SCHEMA)
     _atomic_write_table(table, point_dir / "requests.parquet")
 
 
-def write_memory(samples: list[Sample], start: float, point_dir: Path) -> None:
+def write_memory(samples: list[Sample], start: float, point_dir: Path, engine: str = "") -> None:
+    """memory.parquet, long format; every row carries the point's `engine`."""
     cols: dict[str, list] = {name: [] for name in MEMORY_SCHEMA.names}
     for s in samples:
         cols["time"].append(s.time)
@@ -81,6 +85,7 @@ def write_memory(samples: list[Sample], start: float, point_dir: Path) -> None:
         cols["instance"].append(s.instance)
         cols["metric"].append(s.metric)
         cols["value"].append(float(s.value))
+        cols["engine"].append(engine)
     _atomic_write_table(pa.table(cols, schema=MEMORY_SCHEMA), point_dir / "memory.parquet")
 
 

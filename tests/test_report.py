@@ -323,3 +323,20 @@ def test_engine_per_point_in_report_and_terminal(sweep: Path) -> None:
     buf = io.StringIO()
     print_summary(load(sweep), console=Console(file=buf, width=200))
     assert "engine" in buf.getvalue() and " sim " in buf.getvalue()
+
+
+def test_headline_opens_the_report(sweep: Path) -> None:
+    """The answer comes first: the headline block precedes the facts and every table."""
+    page = (sweep / "report" / "report.html").read_text()
+    head = page.index("<section id='headline'>")
+    assert head < page.index("<ul>") and head < page.index("<table>")
+    assert head < page.index("Summary per point") < page.index("kvcached vs static (paired")
+    block = page[head:page.index("</section>", head)]
+    assert "burst_size=4, engine vllm (measured): 2 pairs" in block
+    assert "a verdict needs 5 pairs" in block
+    assert re.search(r"idle 73\.\d\d GiB \[", block)  # memory saved, with its interval
+    assert re.search(r"E2E p99 [+-]\d+\.\d% \[.*\] n=2 \(no verdict\)", block)
+    assert "(kvcached: 2 failed requests; static: 2 failed requests)" in block
+    md = (sweep / "report" / "summary.md").read_text()
+    assert md.index("## Answer: kvcached vs static") < md.index("- Results:") < md.index(
+        "## Summary per point")

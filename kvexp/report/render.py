@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from kvexp.report.figures import Figure, render_figures, swept_parameters
-from kvexp.report.html import Page, Section, render_html
+from kvexp.report.html import HEADLINE_TITLE, NO_PAIR, Page, Section, is_group_line, render_html
 from kvexp.report.stats import MIN_PAIRS
 from kvexp.report.tables import (
     add_savings,
@@ -21,6 +21,7 @@ from kvexp.report.tables import (
     comparison_table,
     elasticity_display,
     failed_table,
+    headline_lines,
     per_model_table,
     point_table,
     print_summary,
@@ -97,7 +98,11 @@ def _figure_md(fig: Figure, out: Path) -> str:
 
 
 def _markdown(title: str, page: Page, out: Path) -> str:
-    md = [f"# {title}", "", *[f"- {f}" for f in page.facts], ""]
+    md = [f"# {title}", "", f"## {HEADLINE_TITLE}", ""]
+    for x in page.headline:
+        md += [f"**{x}**", ""] if is_group_line(x) else [f"- {x}"]
+    md += [] if page.headline else [NO_PAIR]
+    md += ["", *[f"- {f}" for f in page.facts], ""]
     if page.lines:
         md += ["## Per allocator (single-model points)", "", *[f"- {line}" for line in
                                                              page.lines], ""]
@@ -165,6 +170,7 @@ def render_report(root: Path, results: Results | None = None,
                 "KV held: its kvcached segment's maximum; latency of its own requests."))
     page = Page(
         title=f"kvexp report: {root.resolve().name}",
+        headline=headline_lines(cat) if not cat.empty else [],
         facts=_facts(root, cat),
         lines=tutorial_lines(cat) if not cat.empty else [],
         failed=failed_table(cat),

@@ -340,3 +340,41 @@ def test_headline_opens_the_report(sweep: Path) -> None:
     md = (sweep / "report" / "summary.md").read_text()
     assert md.index("## Answer: kvcached vs static") < md.index("- Results:") < md.index(
         "## Summary per point")
+
+
+@pytest.mark.slow
+def test_readme_sim_sweep_verdicts(tmp_path: Path) -> None:
+    """`python -m kvexp -m experiment=tutorial_single repeats=5 engine=sim` (a shortened
+    workload): paired verdicts with intervals; its first 3 repeats alone: no verdict, and the
+    report says a verdict needs 5 pairs."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "r5"
+    env = {**os.environ, "KVEXP_SHM_DIR": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "kvexp", "-m", "experiment=tutorial_single", "repeats=5",
+         *SIM_FAST, f"hydra.sweep.dir={sweep}", "report=false"],
+        cwd=tmp_path, env=env, text=True, capture_output=True, timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = (render_report(sweep) / "summary.md").read_text()
+    cmp = md_table(md, "kvcached vs static (paired over repeats)").set_index("metric")
+    assert set(cmp["engine"]) == {"sim"} and set(cmp["n pairs"]) == {"5"}
+    assert set(cmp["method"]) == {"paired t"}
+    assert cmp.loc["idle VRAM GiB", "verdict"].startswith("kvcached lower by ")
+    for metric in ("TTFT p50 ms", "ITL p99 ms", "E2E p50 s"):
+        assert re.fullmatch(r"\[[+-][\d.]+%, [+-][\d.]+%\]", cmp.loc[metric, "95% CI"]), metric
+        assert not cmp.loc[metric, "verdict"].startswith("no verdict"), metric
+    assert "engine sim (simulated): 5 pairs" in md.split("## Summary per point")[0]
+
+    r3 = tmp_path / "r3"
+    res = load(sweep)
+    for point, rep in zip(res.summary["point"], res.summary["repeat"], strict=True):
+        if int(rep) < 3:
+            shutil.copytree(sweep / point, r3 / point)
+    md3 = (render_report(r3) / "summary.md").read_text()
+    cmp3 = md_table(md3, "kvcached vs static (paired over repeats)")
+    assert set(cmp3["verdict"]) == {"no verdict: 3 pairs, a verdict needs 5"}
+    assert "3 pairs" in md3 and "no verdict: a verdict needs 5 pairs" in md3

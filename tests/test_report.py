@@ -97,8 +97,8 @@ def make_point(d: Path, *, allocator: str, burst: int, repeat: int,
             "engine_reason": "synthetic", "label": label, "overrides": overrides,
             "clock_start": START, "ready_time": ready, "workload_start": w_start,
             "workload_end": w_end, "end_time": end, "servers": []}
-    write_requests(reqs, d)
-    write_memory(_memory(instances, burst, allocator, waves, end, sim), START, d)
+    write_requests(reqs, d, meta["engine"])
+    write_memory(_memory(instances, burst, allocator, waves, end, sim), START, d, meta["engine"])
     write_json(meta, d / "point.json")
     res = load(d)
     choices = {"point": d.name, "label": label, "engine": meta["engine"],
@@ -188,14 +188,21 @@ def test_summary_numbers_match_parquet(sweep: Path) -> None:
 
 def test_comparison_wording(sweep: Path) -> None:
     md = (sweep / "report" / "summary.md").read_text()
-    cmp = md_table(md, "kvcached vs static (repeats pooled)")
+    cmp = md_table(md, "kvcached vs static (paired over repeats)")
     b4 = cmp[cmp["setting"] == "burst_size=4"].set_index("metric")
-    assert b4.loc["idle VRAM GiB", "verdict"] == "kvcached lower"
-    assert b4.loc["E2E p50 s", "verdict"] == "within noise"  # same E2E draws for both
-    assert "n=2" in b4.loc["idle VRAM GiB", "static median [95% CI]"]
+    assert b4.loc["idle VRAM GiB", "verdict"] == "no verdict: 2 pairs, a verdict needs 5"
+    assert b4.loc["idle VRAM GiB", "n pairs"] == "2"
+    assert b4.loc["idle VRAM GiB", "method"] == "paired t"
+    assert b4.loc["idle VRAM GiB", "kvcached - static"].startswith("-73.")
+    assert "n=2" in b4.loc["idle VRAM GiB", "static median"]
+    # each synthetic point has one failed request (2 points per arm); latency verdicts say so
+    assert b4.loc["E2E p50 s", "verdict"].endswith(
+        "(kvcached: 2 failed requests; static: 2 failed requests)")
+    assert b4.loc["E2E p50 s", "kvcached req used/failed"].endswith("/2")
     b8 = cmp[cmp["setting"] == "burst_size=8"].set_index("metric")
-    assert b8.loc["idle VRAM GiB", "verdict"].startswith("n too small")
-    assert "n=1, no CI" in b8.loc["idle VRAM GiB", "kvcached median [95% CI]"]
+    assert b8.loc["idle VRAM GiB", "static failed points"] == "1"
+    assert b8.loc["idle VRAM GiB", "kvcached failed points"] == "0"
+    assert set(cmp["engine"]) == {"vllm"}
 
 
 def test_elasticity_in_report(sweep: Path) -> None:
@@ -284,9 +291,90 @@ def test_report_of_a_real_sim_sweep(tmp_path: Path) -> None:
     assert set(table["status"]) == {"ok"}
     assert "simulated" in md
     assert "Swept: burst_size." in md
-    cmp = md_table(md, "kvcached vs static (repeats pooled)")
+    cmp = md_table(md, "kvcached vs static (paired over repeats)")
     assert set(cmp["setting"]) == {"burst_size=1", "burst_size=3"}
     for name in ("memory_over_time", "latency_distributions", "latency_vs_param",
                  "memory_vs_param", "kv_held_vs_used"):
         assert (out / f"{name}.png").stat().st_size > 1000, name
     assert "Skipped: No point with several models" in md
+
+
+def test_every_table_carries_the_engine(sweep: Path) -> None:
+    """requests/memory/summary Parquet and comparison.csv name the engine of every row."""
+    import pyarrow.parquet as pq
+
+    for name in ("requests", "memory", "summary"):
+        assert set(pq.read_table(sweep / "6" / f"{name}.parquet").column("engine").to_pylist()
+                   ) == {"sim"}, name
+        assert set(pq.read_table(sweep / "0" / f"{name}.parquet").column("engine").to_pylist()
+                   ) == {"vllm"}, name
+    res = load(sweep)
+    assert set(res.requests["engine"]) == set(res.memory["engine"]) == {"sim", "vllm"}
+    cmp = pd.read_csv(sweep / "report" / "comparison.csv")
+    assert set(cmp["engine"]) == {"vllm"}
+
+
+def test_engine_per_point_in_report_and_terminal(sweep: Path) -> None:
+    from rich.console import Console
+
+    md = (sweep / "report" / "summary.md").read_text()
+    table = md_table(md, "Summary per point").set_index("point")
+    assert table.loc["6", "engine"] == "sim" and table.loc["0", "engine"] == "vllm"
+    buf = io.StringIO()
+    print_summary(load(sweep), console=Console(file=buf, width=200))
+    assert "engine" in buf.getvalue() and " sim " in buf.getvalue()
+
+
+def test_headline_opens_the_report(sweep: Path) -> None:
+    """The answer comes first: the headline block precedes the facts and every table."""
+    page = (sweep / "report" / "report.html").read_text()
+    head = page.index("<section id='headline'>")
+    assert head < page.index("<ul>") and head < page.index("<table>")
+    assert head < page.index("Summary per point") < page.index("kvcached vs static (paired")
+    block = page[head:page.index("</section>", head)]
+    assert "burst_size=4, engine vllm (measured): 2 pairs" in block
+    assert "a verdict needs 5 pairs" in block
+    assert re.search(r"idle 73\.\d\d GiB \[", block)  # memory saved, with its interval
+    assert re.search(r"E2E p99 [+-]\d+\.\d% \[.*\] n=2 \(no verdict\)", block)
+    assert "(kvcached: 2 failed requests; static: 2 failed requests)" in block
+    md = (sweep / "report" / "summary.md").read_text()
+    assert md.index("## Answer: kvcached vs static") < md.index("- Results:") < md.index(
+        "## Summary per point")
+
+
+@pytest.mark.slow
+def test_readme_sim_sweep_verdicts(tmp_path: Path) -> None:
+    """`python -m kvexp -m experiment=tutorial_single repeats=5 engine=sim` (a shortened
+    workload): paired verdicts with intervals; its first 3 repeats alone: no verdict, and the
+    report says a verdict needs 5 pairs."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "r5"
+    env = {**os.environ, "KVEXP_SHM_DIR": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "kvexp", "-m", "experiment=tutorial_single", "repeats=5",
+         *SIM_FAST, f"hydra.sweep.dir={sweep}", "report=false"],
+        cwd=tmp_path, env=env, text=True, capture_output=True, timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = (render_report(sweep) / "summary.md").read_text()
+    cmp = md_table(md, "kvcached vs static (paired over repeats)").set_index("metric")
+    assert set(cmp["engine"]) == {"sim"} and set(cmp["n pairs"]) == {"5"}
+    assert set(cmp["method"]) == {"paired t"}
+    assert cmp.loc["idle VRAM GiB", "verdict"].startswith("kvcached lower by ")
+    for metric in ("TTFT p50 ms", "ITL p99 ms", "E2E p50 s"):
+        assert re.fullmatch(r"\[[+-][\d.]+%, [+-][\d.]+%\]", cmp.loc[metric, "95% CI"]), metric
+        assert not cmp.loc[metric, "verdict"].startswith("no verdict"), metric
+    assert "engine sim (simulated): 5 pairs" in md.split("## Summary per point")[0]
+
+    r3 = tmp_path / "r3"
+    res = load(sweep)
+    for point, rep in zip(res.summary["point"], res.summary["repeat"], strict=True):
+        if int(rep) < 3:
+            shutil.copytree(sweep / point, r3 / point)
+    md3 = (render_report(r3) / "summary.md").read_text()
+    cmp3 = md_table(md3, "kvcached vs static (paired over repeats)")
+    assert set(cmp3["verdict"]) == {"no verdict: 3 pairs, a verdict needs 5"}
+    assert "3 pairs" in md3 and "no verdict: a verdict needs 5 pairs" in md3

@@ -239,8 +239,9 @@ def write_point(
     point_dir: Path, rows: list[RequestRow], samples: list[Sample], meta: dict[str, Any],
     start: float, slos: dict[str, Any] | None = None,
 ) -> None:
-    results.write_requests(rows, point_dir, slos)
-    results.write_memory(samples, start, point_dir)
+    engine = str(meta.get("engine") or "")
+    results.write_requests(rows, point_dir, slos, engine)
+    results.write_memory(samples, start, point_dir, engine)
     req = pd.read_parquet(point_dir / "requests.parquet")
     mem = pd.read_parquet(point_dir / "memory.parquet")
     summary = summarize(req, mem, meta, meta.get("choices", {}))

@@ -17,8 +17,10 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
-th { background: #f3f3f3; } td:nth-child(-n+3) { text-align: left; }
+th { background: #f3f3f3; } td:nth-child(-n+4) { text-align: left; }
 tr.failed td { background: #fde8e8; }
+#headline { border-left: 4px solid #2a6; padding: 0.2em 1em; background: #f4fbf6; }
+#headline h3 { font-size: 1em; margin: 0.6em 0 0.2em; } #headline p { margin: 0.2em 0; }
 .note { color: #555; font-size: 0.9em; } .lines { font-family: monospace; }
 img { max-width: 100%; border: 1px solid #eee; }
 dt { font-weight: 600; margin-top: 0.4em; } dd { margin-left: 1.2em; }
@@ -39,6 +41,7 @@ class Page:
     """What the report page shows, in order."""
 
     title: str
+    headline: list[str]  # verdicts.headline_lines: the answer, shown first
     facts: list[str]
     lines: list[str]
     failed: pd.DataFrame
@@ -65,11 +68,29 @@ def image_html(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+HEADLINE_TITLE = "Answer: kvcached vs static"
+NO_PAIR = "No setting has both a kvcached and a static ok point on one engine: nothing to compare."
+
+
+def is_group_line(line: str) -> bool:
+    """A headline line naming a setting and engine (the others are its memory/latency)."""
+    return not line.startswith(("memory saved", "latency"))
+
+
+def headline_html(lines: list[str]) -> str:
+    """The headline block: per setting and engine, its memory and latency lines."""
+    esc = html.escape
+    body = [f"<h3>{esc(x)}</h3>" if is_group_line(x) else f"<p>{esc(x)}</p>" for x in lines]
+    return (f"<section id='headline'><h2>{HEADLINE_TITLE}</h2>"
+            + ("".join(body) or f"<p>{NO_PAIR}</p>") + "</section>")
+
+
 def render_html(page: Page) -> str:
     """The whole page as one string."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(page.title)}"
              f"</title><style>{STYLE}</style></head><body><h1>{esc(page.title)}</h1>"]
+    parts.append(headline_html(page.headline))
     parts.append("<ul>" + "".join(f"<li>{esc(f)}</li>" for f in page.facts) + "</ul>")
     if page.lines:
         parts.append("<h2>Per allocator (single-model points)</h2><div class='lines'>"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from kvexp.report.figures import Figure, render_figures, swept_parameters
-from kvexp.report.html import Page, Section, render_html
+from kvexp.report.html import HEADLINE_TITLE, NO_PAIR, Page, Section, is_group_line, render_html
+from kvexp.report.stats import MIN_PAIRS
 from kvexp.report.tables import (
     add_savings,
     catalog,
@@ -20,6 +21,7 @@ from kvexp.report.tables import (
     comparison_table,
     elasticity_display,
     failed_table,
+    headline_lines,
     per_model_table,
     point_table,
     print_summary,
@@ -61,12 +63,13 @@ DEFINITIONS: list[tuple[str, str]] = [
      "load window / the whole sampled run."),
     ("KV efficiency", "Mean over the load window of kv_used / kv_held (kvcached); for a static "
      "pool, the engine's kv_cache_usage: the used share of a pool held in full."),
-    ("Repeats and verdicts", "Points with the same settings but a different repeat form a group. "
-     "Each figure is a median over the group's runs with a 95% bootstrap interval (2000 "
-     "resamples, seed 0). 'within noise': the kvcached and static intervals overlap; "
-     "'kvcached lower/higher': they do not; 'n too small': a side has one run (no interval), "
-     "and the direction seen is not a finding. Single runs of the same config have differed by "
-     "60% in E2E on an H200."),
+    ("Repeats and verdicts", "Points with the same settings but a different repeat form a group; "
+     "kvcached and static runs of the same setting, engine and repeat form a pair. Latency: "
+     "95% paired t-interval of the mean log ratio, shown as kvcached/static - 1; memory: of "
+     "the mean GiB difference. Runs without a partner: Welch t over all runs. A verdict needs "
+     f"{MIN_PAIRS} pairs (or runs per arm); below that the figures are shown with 'no verdict'. "
+     "'no difference detectable': the interval contains 0. Sim and real points are never "
+     "pooled; failed requests and points are counted per arm."),
 ]
 
 
@@ -99,7 +102,11 @@ def _figure_md(fig: Figure, out: Path) -> str:
 
 
 def _markdown(title: str, page: Page, out: Path) -> str:
-    md = [f"# {title}", "", *[f"- {f}" for f in page.facts], ""]
+    md = [f"# {title}", "", f"## {HEADLINE_TITLE}", ""]
+    for x in page.headline:
+        md += [f"**{x}**", ""] if is_group_line(x) else [f"- {x}"]
+    md += [] if page.headline else [NO_PAIR]
+    md += ["", *[f"- {f}" for f in page.facts], ""]
     if page.lines:
         md += ["## Per allocator (single-model points)", "", *[f"- {line}" for line in
                                                              page.lines], ""]
@@ -151,9 +158,10 @@ def render_report(root: Path, results: Results | None = None,
                     "VRAM is device memory used (GiB); savings are against the static baseline "
                     "with the same other settings ('-' where there is none, and for static "
                     "points)."),
-            Section("kvcached vs static (repeats pooled)", comparison_table(cat),
-                    "Median over repeats with a 95% bootstrap interval; the verdict says "
-                    "whether the difference is outside the noise."),
+            Section("kvcached vs static (paired over repeats)", comparison_table(cat),
+                    "Per setting and engine: medians over ok runs, the kvcached - static "
+                    "estimate with its 95% interval, pairs, method and verdict (see "
+                    "Definitions), requests used/failed and failed points per arm."),
             Section("Elasticity per point", elasticity_display(cat),
                     "See Definitions. '-' for grow: memory did not grow; for release: it "
                     "was not released before the next wave or the end."),
@@ -166,6 +174,7 @@ def render_report(root: Path, results: Results | None = None,
                 "KV held: its kvcached segment's maximum; latency of its own requests."))
     page = Page(
         title=f"kvexp report: {root.resolve().name}",
+        headline=headline_lines(cat) if not cat.empty else [],
         facts=_facts(root, cat),
         lines=tutorial_lines(cat) if not cat.empty else [],
         failed=failed_table(cat),

@@ -24,8 +24,7 @@ Power of the paired test for a true 20% difference at n=10: 85% at CV 15% (83% g
 at CV 20%, 33% at CV 30% (30% gamma); CV of each run's own noise, the shared drift cancels.
 At CV 30%, 80% power needs ~30 pairs (81% measured). tests/test_stats.py re-measures these.
 
-`bootstrap_ci`, `compare` and `format_ci` (median and percentile bootstrap) remain for the
-current comparison table until it moves to `compare_allocators`.
+The report's comparison table and headline (`verdicts.py`) use `compare_allocators`.
 """
 
 from __future__ import annotations
@@ -40,13 +39,9 @@ from scipy import stats as sps
 
 MIN_PAIRS = 5  # fewer pairs (or runs per arm, unpaired) than this: no verdict
 LEVEL = 0.95
-N_BOOT = 2000
-SEED = 0
 
 LOWER, HIGHER, NO_DIFFERENCE, NO_VERDICT, NO_DATA = (
     "lower", "higher", "no difference", "no verdict", "no data")
-WITHIN_NOISE = "within noise"
-TOO_FEW = "n too small"
 
 
 @dataclass(frozen=True)
@@ -220,65 +215,3 @@ def compare_allocators(df: pd.DataFrame, metric: str, by: Sequence[str] = ("sett
         rows.append({**dict(zip(cols, key, strict=True)), "metric": metric, **v.as_row(),
                      "unpaired_left_out": left_out})
     return rows
-
-
-# Median and percentile bootstrap: the current comparison table's figures.
-
-
-@dataclass(frozen=True)
-class CI:
-    """A median over `n` per-run values and its bootstrap interval (NaN bounds when n < 2)."""
-
-    value: float
-    low: float
-    high: float
-    n: int
-
-    @property
-    def has_interval(self) -> bool:
-        return self.n >= 2 and not (math.isnan(self.low) or math.isnan(self.high))
-
-
-def bootstrap_ci(values: Sequence[float] | np.ndarray, level: float = LEVEL,
-                 n_boot: int = N_BOOT, seed: int = SEED) -> CI:
-    """Median of `values` (NaNs dropped) with a percentile-bootstrap interval at `level`."""
-    arr = np.asarray(values, dtype=float)
-    arr = arr[~np.isnan(arr)]
-    n = int(arr.size)
-    if n == 0:
-        return CI(math.nan, math.nan, math.nan, 0)
-    median = float(np.median(arr))
-    if n < 2:
-        return CI(median, math.nan, math.nan, n)
-    rng = np.random.default_rng(seed)
-    medians = np.median(rng.choice(arr, size=(n_boot, n), replace=True), axis=1)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(medians, [alpha, 1.0 - alpha])
-    return CI(median, float(low), float(high), n)
-
-
-def overlaps(a: CI, b: CI) -> bool:
-    """Whether two intervals share any value (both must have one)."""
-    return a.low <= b.high and b.low <= a.high
-
-
-def compare(a: CI, b: CI, name_a: str = "kvcached") -> str:
-    """"within noise" when the intervals overlap, "<name_a> lower/higher" when not, and
-    "n too small (...)" when either side has fewer than two runs."""
-    if math.isnan(a.value) or math.isnan(b.value):
-        return NO_DATA
-    direction = (f"{name_a} lower" if a.value < b.value
-                 else f"{name_a} higher" if a.value > b.value else "equal")
-    if not (a.has_interval and b.has_interval):
-        return f"{TOO_FEW} ({direction} in these runs)"
-    return WITHIN_NOISE if overlaps(a, b) else direction
-
-
-def format_ci(ci: CI, digits: int = 2, scale: float = 1.0) -> str:
-    """'1.23 [1.10, 1.40] n=3', or '1.23 (n=1, no CI)', or '-' without data."""
-    if ci.n == 0 or math.isnan(ci.value):
-        return "-"
-    v = f"{ci.value * scale:.{digits}f}"
-    if not ci.has_interval:
-        return f"{v} (n={ci.n}, no CI)"
-    return f"{v} [{ci.low * scale:.{digits}f}, {ci.high * scale:.{digits}f}] n={ci.n}"

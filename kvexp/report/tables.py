@@ -1,7 +1,8 @@
-"""The report's tables: a catalog of points, per-point figures, repeat groups and A/B verdicts.
+"""The report's tables: per-point figures, elasticity, per model, failures, and the terminal.
 
 Every table is a DataFrame of display strings (the precision the reader sees), rendered as
 Markdown here and as HTML in `html.py`; `print_summary` prints a short one to the terminal.
+The catalog is `catalog.py`, the kvcached/static comparison `verdicts.py`.
 """
 
 from __future__ import annotations
@@ -10,144 +11,23 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from kvexp.report.elasticity import elasticity_table
-from kvexp.report.stats import bootstrap_ci, compare, format_ci
+from kvexp.report.catalog import (  # noqa: F401 (re-exported)
+    ALLOCATOR_KEYS,
+    GIB,
+    REPEAT_KEYS,
+    _isna,
+    _num,
+    catalog,
+    common_params,
+    parse_overrides,
+)
+from kvexp.report.verdicts import comparison_table, headline_lines  # noqa: F401 (re-export)
 from kvexp.results import Results
-from kvexp.results.point_record import read_dict
-from kvexp.results.summary import latency_figures, memory_figures
-
-ALLOCATOR_KEYS = ("allocator", "allocator.kind")
-REPEAT_KEYS = ("repeat",)
-GIB = 2**30
-META_COLS = ("label", "status", "error", "engine", "engine_reason", "ready_time",
-             "workload_start", "workload_end", "end_time", "clock_start")
-
-
-def parse_overrides(text: Any) -> dict[str, str]:
-    """'k=v k2=v2' (or a list of 'k=v') as a dict; keys lose Hydra's +/~ prefixes."""
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return {}
-    items = text.split() if isinstance(text, str) else list(text)
-    out: dict[str, str] = {}
-    for item in items:
-        if "=" in item:
-            k, v = item.split("=", 1)
-            out[k.lstrip("+~")] = v
-    return out
-
-
-def _join(params: dict[str, str], drop: tuple[str, ...]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items() if k not in drop)
-
-
-def _point_json(root: Path, name: str) -> dict[str, Any]:
-    """A point's point.json (lists included), or {} if it has none."""
-    d = root / name
-    if not (d / "point.json").exists() and root.name == name:
-        d = root
-    return read_dict(d) or {}
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def catalog(results: Results) -> pd.DataFrame:
-    """One row per point: config choices, status, error, figures and elasticity metrics.
-
-    Columns added here: `params` (dict of the point's overrides), `group` (its settings without
-    `repeat`: runs of one group are repeats), `setting` (without `repeat` and the allocator:
-    the kvcached/static pair key) and `simulated` (its device is the sim's).
-    """
-    names = list(dict.fromkeys(
-        list(results.points.get("point", pd.Series(dtype=str)))
-        + list(results.summary.get("point", pd.Series(dtype=str)))
-    ))
-    summ = results.summary.set_index("point") if "point" in results.summary else pd.DataFrame()
-    pts = results.points.set_index("point") if "point" in results.points else pd.DataFrame()
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        row: dict[str, Any] = {"point": name}
-        meta = pts.loc[name].to_dict() if name in pts.index else {}
-        srow = summ.loc[name].to_dict() if name in summ.index else {}
-        row.update({k: v for k, v in meta.items()})
-        row.update({k: v for k, v in srow.items() if not (k in row and _isna(v))})
-        info = _point_json(results.root, name)
-        overrides = srow.get("overrides")
-        if _isna(overrides) or overrides is None:
-            overrides = info.get("overrides") or row.get("label") or ""
-        params = parse_overrides(overrides)
-        row["params"] = params
-        if _isna(row.get("allocator")) or not row.get("allocator"):
-            row["allocator"] = next((params[k] for k in ALLOCATOR_KEYS if k in params), "")
-        if _isna(row.get("repeat")):
-            row["repeat"] = _num(params.get("repeat", 0))
-        row.setdefault("status", "unknown")
-        if _isna(row.get("error")):
-            row["error"] = ""
-        if not srow:
-            row.update(_figures_from_raw(results, name, meta))
-        rows.append(row)
-    cat = pd.DataFrame(rows)
-    if cat.empty:
-        return cat
-    _shorten(cat)
-    el = elasticity_table(results.memory, results.requests, cat[["point", *[
-        c for c in META_COLS if c in cat]]])
-    cat = cat.merge(el, on="point", how="left")
-    mem = results.memory
-    sim_points = set(mem.loc[mem["source"] == "sim_device", "point"]) if not mem.empty else set()
-    cat["simulated"] = cat["point"].isin(sim_points) | (cat.get("engine") == "sim")
-    if "n_instances" not in cat:
-        cat["n_instances"] = 1
-    return cat
-
-
-def common_params(cat: pd.DataFrame) -> dict[str, str]:
-    """Overrides every point shares (same key, same value): shown once, not in every label."""
-    dicts = list(cat["params"])
-    if len(dicts) < 2:
-        return {}
-    first = dicts[0]
-    return {k: v for k, v in first.items() if all(d.get(k) == v for d in dicts[1:])}
-
-
-def _shorten(cat: pd.DataFrame) -> None:
-    """Labels, groups and settings from the overrides that differ between points."""
-    common = common_params(cat)
-    varying = [{k: v for k, v in p.items() if k not in common} for p in cat["params"]]
-    cat["label_full"] = cat.get("label", pd.Series("", index=cat.index)).fillna("")
-    short = [_join(p, REPEAT_KEYS) for p in varying]
-    cat["label"] = [s or full or "defaults" for s, full in zip(short, cat["label_full"],
-                                                               strict=True)]
-    cat["group"] = short
-    cat["setting"] = [_join(p, REPEAT_KEYS + ALLOCATOR_KEYS) for p in varying]
-
-
-def _isna(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _figures_from_raw(results: Results, name: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """summary.py's figures for a point that has raw data but no summary row."""
-    mem = results.memory[results.memory["point"] == name] if not results.memory.empty else None
-    req = results.requests[results.requests["point"] == name] if not results.requests.empty \
-        else None
-    out: dict[str, Any] = {}
-    if mem is not None and not mem.empty:
-        out.update(memory_figures(mem, meta))
-    if req is not None and not req.empty:
-        out.update(latency_figures(req, meta))
-    return out
 
 
 @dataclass(frozen=True)
@@ -200,21 +80,6 @@ ELASTICITY_COLS = [
     Col("KV efficiency %", "kv_efficiency", 100.0, 1),
 ]
 
-COMPARE_METRICS = [
-    ("idle VRAM GiB", "idle_device_gib", 1.0, 2),
-    ("peak VRAM GiB", "peak_device_gib", 1.0, 2),
-    ("mean VRAM under load GiB", "mean_device_gib", 1.0, 2),
-    ("VRAM GiB·s over load", "device_load_gib_s", 1.0, 1),
-    ("E2E p50 s", "e2e_p50_s", 1.0, 3),
-    ("E2E p99 s", "e2e_p99_s", 1.0, 3),
-    ("TTFT p50 ms", "ttft_p50_s", 1e3, 1),
-    ("TTFT p99 ms", "ttft_p99_s", 1e3, 1),
-    ("ITL p50 ms", "itl_p50_s", 1e3, 1),
-    ("ITL p99 ms", "itl_p99_s", 1e3, 1),
-    ("out tok/s", "output_tok_per_s", 1.0, 1),
-]
-
-
 def ok_points(cat: pd.DataFrame) -> pd.DataFrame:
     return cat[cat["status"] == "ok"] if not cat.empty else cat
 
@@ -248,12 +113,17 @@ def _failed_text(row: pd.Series) -> str:
     return "-" if math.isnan(n) else f"{int(f) if not math.isnan(f) else 0}/{int(n)}"
 
 
+def _engine(row: pd.Series) -> str:
+    e = row.get("engine")
+    return "-" if _isna(e) or not e else str(e)
+
+
 def point_table(cat: pd.DataFrame) -> pd.DataFrame:
     """Per point: status, VRAM, savings vs static, latency percentiles, throughput, failures."""
     rows = []
     for _, r in cat.iterrows():
         d = {"point": str(r["point"]), "label": str(r.get("label", "")),
-             "status": str(r["status"])}
+             "status": str(r["status"]), "engine": _engine(r)}
         d.update({c.header: c.text(r) for c in POINT_COLS})
         d["failed req"] = _failed_text(r)
         rows.append(d)
@@ -277,33 +147,6 @@ def elasticity_display(cat: pd.DataFrame) -> pd.DataFrame:
         d.update({c.header: c.text(r) for c in ELASTICITY_COLS})
         d["KV efficiency from"] = str(r.get("kv_efficiency_basis") or "-")
         rows.append(d)
-    return pd.DataFrame(rows)
-
-
-def comparison_table(cat: pd.DataFrame) -> pd.DataFrame:
-    """kvcached vs static per setting: median [95% CI] over repeats, and a verdict."""
-    ok = ok_points(cat)
-    rows = []
-    for setting, grp in ok.groupby("setting", sort=False):
-        kv, st = grp[grp["allocator"] == "kvcached"], grp[grp["allocator"] == "static"]
-        if kv.empty or st.empty:
-            continue
-        for name, col, scale, digits in COMPARE_METRICS:
-            if col not in grp:
-                continue
-            a = bootstrap_ci(kv[col].astype(float).to_numpy())
-            b = bootstrap_ci(st[col].astype(float).to_numpy())
-            if a.n == 0 and b.n == 0:
-                continue
-            rel = (a.value - b.value) / b.value * 100 if b.value else math.nan
-            rows.append({
-                "setting": setting or "(defaults)",
-                "metric": name,
-                "kvcached median [95% CI]": format_ci(a, digits, scale),
-                "static median [95% CI]": format_ci(b, digits, scale),
-                "kvcached vs static": "-" if math.isnan(rel) else f"{rel:+.0f}%",
-                "verdict": compare(a, b),
-            })
     return pd.DataFrame(rows)
 
 
@@ -398,12 +241,13 @@ def print_summary(results: Results | pd.DataFrame, console: Any = None) -> None:
     """A short rich table of the points (idle/peak VRAM, latency, failures) on the terminal."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     cat = results if isinstance(results, pd.DataFrame) else add_savings(catalog(results))
     table = Table(title="kvexp points")
-    cols = ["point", "label", "status", "idle VRAM GiB", "peak VRAM GiB", "saved idle GiB",
-            "E2E p50 s", "TTFT p50 ms", "ITL p50 ms", "SLO attainment %", "goodput req/s",
-            "failed req"]
+    cols = ["point", "label", "status", "engine", "idle VRAM GiB", "peak VRAM GiB",
+            "saved idle GiB", "E2E p50 s", "TTFT p50 ms", "ITL p50 ms", "SLO attainment %",
+            "goodput req/s", "failed req"]
     short = {"idle VRAM GiB": "idle GiB", "peak VRAM GiB": "peak GiB", "saved idle GiB":
              "saved GiB", "E2E p50 s": "E2E s", "TTFT p50 ms": "TTFT ms", "ITL p50 ms": "ITL ms",
              "SLO attainment %": "SLO %", "goodput req/s": "good/s",
@@ -412,11 +256,11 @@ def print_summary(results: Results | pd.DataFrame, console: Any = None) -> None:
         if c == "label":
             table.add_column(c, min_width=20, overflow="fold")
         else:
-            table.add_column(short.get(c, c), justify="left" if c in ("point", "status")
+            table.add_column(short.get(c, c), justify="left" if c in ("point", "status", "engine")
                              else "right")
     disp = point_table(cat) if not cat.empty else pd.DataFrame(columns=cols)
     for _, r in disp.iterrows():
         style = None if r["status"] == "ok" else "red"
-        table.add_row(*[str(r[c]) for c in cols], style=style)
+        table.add_row(*[Text(str(r[c])) for c in cols], style=style)  # no markup in labels
     # Not a terminal (a log file, CI): do not crop the table to the 80-column default.
     (console or Console(width=None if sys.stdout.isatty() else 160)).print(table)

@@ -34,13 +34,17 @@ def point_dirs(root: Path) -> list[Path]:
     return sorted(set(found), key=lambda p: (len(p.name), p.name))
 
 
-def _read(path: Path, point: str) -> pd.DataFrame | None:
+def _read(path: Path, point: str, engine: str) -> pd.DataFrame | None:
+    """A point's table with its `point` and `engine` (from point.json where rows lack one)."""
     if not path.exists():
         return None
     df = pq.read_table(path).to_pandas()
     if "point" in df:
         df = df.drop(columns="point")
     df.insert(0, "point", point)
+    if "engine" not in df:
+        df["engine"] = engine
+    df["engine"] = df["engine"].replace("", None).fillna(engine).astype(str)
     return df
 
 
@@ -53,11 +57,13 @@ def load(root: str | Path) -> Results:
     req, mem, summ, meta = [], [], [], []
     for d in dirs:
         name = d.name if d != root else root.name
+        info = read_dict(d)
+        engine = str((info or {}).get("engine") or "unknown")
         for acc, fname in ((req, "requests"), (mem, "memory"), (summ, "summary")):
-            df = _read(d / f"{fname}.parquet", name)
+            df = _read(d / f"{fname}.parquet", name, engine)
             if df is not None:
                 acc.append(df)
-        if (info := read_dict(d)) is not None:
+        if info is not None:
             info = {k: v for k, v in info.items() if not isinstance(v, (dict, list))}
             meta.append({"point": name, **info})
 

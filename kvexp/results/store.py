@@ -47,6 +47,7 @@ REQUESTS_SCHEMA = pa.schema(
         ("ok", pa.bool_()),
         ("error", pa.string()),
         ("slo_ok", pa.bool_()),  # ok and within every SLO (kvexp/results/slo.py)
+        ("engine", pa.string()),  # the point's engine kind: "sim" rows are simulated
     ]
 )
 
@@ -58,6 +59,7 @@ MEMORY_SCHEMA = pa.schema(
         ("instance", pa.string()),
         ("metric", pa.string()),
         ("value", pa.float64()),
+        ("engine", pa.string()),
     ]
 )
 
@@ -68,16 +70,19 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
 
 
 def write_requests(rows: list[RequestRow], point_dir: Path,
-                   slos: dict[str, Any] | None = None) -> None:
-    """requests.parquet; `slo_ok` against each instance's SloConfig in `slos` (none: ok)."""
+                   slos: dict[str, Any] | None = None, engine: str = "") -> None:
+    """requests.parquet; `slo_ok` against each instance's SloConfig in `slos` (none: ok);
+    every row carries the point's `engine`."""
     from kvexp.results.slo import meets_slo
 
-    data = [{**asdict(r), "slo_ok": meets_slo(r, (slos or {}).get(r.instance))} for r in rows]
+    data = [{**asdict(r), "slo_ok": meets_slo(r, (slos or {}).get(r.instance)),
+             "engine": engine} for r in rows]
     table = pa.Table.from_pylist(data, schema=REQUESTS_SCHEMA)
     _atomic_write_table(table, point_dir / "requests.parquet")
 
 
-def write_memory(samples: list[Sample], start: float, point_dir: Path) -> None:
+def write_memory(samples: list[Sample], start: float, point_dir: Path, engine: str = "") -> None:
+    """memory.parquet, long format; every row carries the point's `engine`."""
     cols: dict[str, list] = {name: [] for name in MEMORY_SCHEMA.names}
     for s in samples:
         cols["time"].append(s.time)
@@ -86,6 +91,7 @@ def write_memory(samples: list[Sample], start: float, point_dir: Path) -> None:
         cols["instance"].append(s.instance)
         cols["metric"].append(s.metric)
         cols["value"].append(float(s.value))
+        cols["engine"].append(engine)
     _atomic_write_table(pa.table(cols, schema=MEMORY_SCHEMA), point_dir / "memory.parquet")
 
 

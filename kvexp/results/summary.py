@@ -115,6 +115,7 @@ def summarize(
 ) -> dict[str, Any]:
     """One summary row: the point's config choices, status, then its figures."""
     row: dict[str, Any] = dict(choices)
+    row["engine"] = str(choices.get("engine") or meta.get("engine") or "")
     row["status"] = meta.get("status", "unknown")
     row["error"] = meta.get("error", "")
     row.update(memory_figures(memory, meta))

@@ -97,7 +97,7 @@ def make_point(d: Path, *, allocator: str, burst: int, repeat: int,
             "engine_reason": "synthetic", "label": label, "overrides": overrides,
             "clock_start": START, "ready_time": ready, "workload_start": w_start,
             "workload_end": w_end, "end_time": end, "servers": []}
-    write_requests(reqs, d, meta["engine"])
+    write_requests(reqs, d, engine=meta["engine"])
     write_memory(_memory(instances, burst, allocator, waves, end, sim), START, d, meta["engine"])
     write_json(meta, d / "point.json")
     res = load(d)
@@ -378,3 +378,16 @@ def test_readme_sim_sweep_verdicts(tmp_path: Path) -> None:
     cmp3 = md_table(md3, "kvcached vs static (paired over repeats)")
     assert set(cmp3["verdict"]) == {"no verdict: 3 pairs, a verdict needs 5"}
     assert "3 pairs" in md3 and "no verdict: a verdict needs 5 pairs" in md3
+
+
+def test_terminal_labels_are_text_not_markup(sweep: Path) -> None:
+    from rich.console import Console
+
+    from kvexp.report.catalog import catalog
+    from kvexp.report.tables import add_savings
+
+    cat = add_savings(catalog(load(sweep)))
+    cat["label"] = "prompts=[hello,world] name=[bold]x[/bold]"
+    buf = io.StringIO()
+    print_summary(cat, console=Console(file=buf, width=300))
+    assert "prompts=[hello,world] name=[bold]x[/bold]" in buf.getvalue()

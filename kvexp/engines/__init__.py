@@ -48,7 +48,7 @@ class Engine(Protocol):
     def lacking(self, cfg: Any) -> dict[str, str]:
         """The signals a point of this engine cannot measure, each with the reason."""
 
-    def server(self, spec: Any, log_path: Path) -> Any:
+    def start_server(self, spec: Any, log_path: Path) -> Any:
         """The object that starts, watches and stops one server (kvexp/engines/servers.py's
         Server for an engine kvexp starts)."""
 

@@ -47,7 +47,7 @@ def start_servers(cfg: Config, insts: list[ResolvedInstance], home: Path,
         for attempt in range(3):
             spec = launch_spec(cfg, inst, home, tag, inst.port or free_port(cfg.engine.host))
             spec.env.update(env or {})
-            server = engine.server(spec, home / "logs" / f"{spec.name}.log")
+            server = engine.start_server(spec, home / "logs" / f"{spec.name}.log")
             try:
                 server.start()
                 break

@@ -95,5 +95,5 @@ def lacking(cfg: Any) -> dict[str, str]:
     return out
 
 
-def server(spec: Any, log_path: Path) -> ExternalServer:
+def start_server(spec: Any, log_path: Path) -> ExternalServer:
     return ExternalServer(spec, log_path)

@@ -54,5 +54,5 @@ def lacking(cfg: Any) -> dict[str, str]:
     return {}
 
 
-def server(spec: Any, log_path: Path) -> Server:
+def start_server(spec: Any, log_path: Path) -> Server:
     return Server(spec, log_path)

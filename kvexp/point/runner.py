@@ -92,21 +92,11 @@ def _prove_kvcached(insts: list[ResolvedInstance], specs: list[LaunchSpec]) -> N
 
 
 def _apply_kv_limits(insts: list[ResolvedInstance], specs: list[LaunchSpec]) -> None:
-    """Per-instance KV limits from config, written as `kvctl limit` does."""
+    """Per-instance KV limits from config, written as `kvctl limit` does (after
+    `_prove_kvcached`: every kvcached instance's segment exists)."""
     for inst, spec in zip(insts, specs, strict=True):
-        gb = inst.allocator.kv_limit_gb
-        if gb is None or spec.ipc_name is None:
-            continue
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                set_limit(spec.ipc_name, int(gb * GIB))
-                break
-            except FileNotFoundError:
-                if time.monotonic() > deadline:
-                    raise ServerError(f"{inst.name}: kvcached segment {spec.ipc_name} never "
-                                      "appeared; cannot apply kv_limit_gb") from None
-                time.sleep(0.2)
+        if inst.allocator.kv_limit_gb is not None and spec.ipc_name is not None:
+            set_limit(spec.ipc_name, int(inst.allocator.kv_limit_gb * GIB))
 
 
 def _check_alive(servers: list[Any]) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kvexp.results.summary import per_tick
+
 PAGE_BYTES = 2 * 2**20  # kvcached's default page size; the least step assumed
 
 
@@ -22,12 +24,8 @@ class KvDemand:
 
 
 def kv_sum(memory: pd.DataFrame, metric: str) -> pd.Series:
-    """A kvcached metric summed over instances per tick. One tick reads every instance at
-    one time, so samples are grouped by their exact time (at 100 Hz, rounding would merge
-    neighbouring ticks)."""
-    m = memory[(memory["source"] == "kvcached") & (memory["metric"] == metric)]
-    return m.groupby("time")["value"].sum().sort_index() if not m.empty else pd.Series(
-        dtype=float)
+    """A kvcached metric summed over instances per tick."""
+    return per_tick(memory, "kvcached", metric)
 
 
 def kv_demand(memory: pd.DataFrame) -> KvDemand | None:

@@ -31,12 +31,12 @@ def device_series(memory: pd.DataFrame) -> pd.DataFrame:
 
 def per_tick(memory: pd.DataFrame, source: str, metric: str, how: str = "sum") -> pd.Series:
     """One source's metric combined over instances (`how`: sum, mean, ...) per sampler
-    tick, indexed by time. A sampler reads every instance in one tick; times are rounded
-    to 10 ms so that the instances of a tick fall together."""
+    tick, indexed by time. A sampler stamps every instance of a tick with one time, so
+    samples are grouped by their exact time (rounding would merge 100 Hz ticks)."""
     m = memory[(memory["source"] == source) & (memory["metric"] == metric)]
     if m.empty:
         return pd.Series(dtype=float)
-    return m.assign(tick=m["time"].round(2)).groupby("tick")["value"].agg(how)
+    return m.groupby("time")["value"].agg(how).sort_index()
 
 
 def as_series_frame(s: pd.Series) -> pd.DataFrame:

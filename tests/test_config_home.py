@@ -1,5 +1,5 @@
 """One home per default: conf/*.yaml holds each key's default and its comment; the schema
-dataclasses of kvexp/config.py must agree with it, key by key."""
+dataclasses of kvexp/config/ must agree with it, key by key."""
 
 from __future__ import annotations
 

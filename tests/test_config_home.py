@@ -21,6 +21,8 @@ DEFAULT_OPTIONS = [  # the option each group composes by default, against its sc
     ("allocator/kvcached.yaml", C.AllocatorConfig),
     ("engine/auto.yaml", C.EngineConfig),
     ("slo/default.yaml", C.SloConfig),
+    ("mix/default.yaml", C.MixConfig),
+    ("capacity/default.yaml", C.CapacityConfig),
 ]
 SKIP = {"defaults", "hydra", "kind", "instances"}
 

@@ -5,12 +5,14 @@ Hydra checks types when it composes; `check()` checks ranges and cross-field rul
 
 - `groups`: the group schemas (model, allocator, workload, slo, sampler);
 - `engine`: the `engine` group's schema (shared settings, the vllm and sim nodes);
+- `capacity`: the `mix` and `capacity` groups' schemas and checks;
 - `schema`: the top-level `Config`, each key's role, `ConfigError`, `register_configs`;
 - `instances`: a point's engine instances with their overrides merged;
 - `checks`: range and consistency checks, each message naming its key;
 - `load`: `to_config` and the digests that name a config.
 """
 
+from kvexp.config.capacity import CapacityConfig, MixConfig
 from kvexp.config.checks import ALLOCATOR_KINDS, INSTANCE_NAME, MODEL_SOURCES, check
 from kvexp.config.engine import EngineConfig, SimEngineConfig, VllmEngineConfig
 from kvexp.config.groups import (
@@ -44,10 +46,12 @@ __all__ = [
     "SLO_KEYS",
     "TUTORIAL_PROMPTS",
     "AllocatorConfig",
+    "CapacityConfig",
     "Config",
     "ConfigError",
     "EngineConfig",
     "InstanceConfig",
+    "MixConfig",
     "ModelConfig",
     "ResolvedInstance",
     "SamplerConfig",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from kvexp.config.capacity import CapacityConfig, MixConfig
 from kvexp.config.groups import SLO_KEYS, AllocatorConfig, ModelConfig, SloConfig
 from kvexp.config.instances import resolve_instances
 from kvexp.config.schema import Config, ConfigError
@@ -84,6 +85,7 @@ def _check(cfg: Config) -> list[str]:
     if not 0 <= cfg.repeat:
         errs.append(f"repeat must be >= 0, got {cfg.repeat}")
     errs += _check_allocator(cfg.allocator, "allocator")
+    errs += check_mix(cfg.mix) + check_capacity(cfg.capacity)
     errs += [f"workload: {e}" for e in check_workload(cfg.workload)]
     errs += _check_slo(cfg.slo, "slo")
     s = cfg.sampler
@@ -163,4 +165,44 @@ def _check(cfg: Config) -> list[str]:
         split = ", ".join(f"{i.name}={i.allocator.gpu_memory_utilization}" for i in static)
         errs.append(f"static split cannot fit on one device: gpu_memory_utilization "
                     f"{split} sums to {share:.2f} > 1.0")
+    return errs
+
+
+def check_mix(m: MixConfig) -> list[str]:
+    errs = []
+    if m.n < 0:
+        errs.append(f"mix.n must be >= 0 (0 = no mix), got {m.n}")
+    if m.rate is not None and m.rate <= 0:
+        errs.append(f"mix.rate must be > 0 req/s or null, got {m.rate}")
+    if m.popularity < 0:
+        errs.append(f"mix.popularity must be >= 0 (0 = every model equally popular), "
+                    f"got {m.popularity}")
+    if m.cv is not None and m.cv <= 0:
+        errs.append(f"mix.cv must be > 0 or null, got {m.cv}")
+    if m.trace_offset_s < 0:
+        errs.append(f"mix.trace_offset_s must be >= 0, got {m.trace_offset_s}")
+    if not 0 < m.static_share <= 1:
+        errs.append(f"mix.static_share must be in (0, 1], got {m.static_share}")
+    return errs
+
+
+def check_capacity(c: CapacityConfig) -> list[str]:
+    errs = []
+    bad = [a for a in c.allocators if a not in ALLOCATOR_KINDS]
+    if not c.allocators or bad:
+        errs.append(f"capacity.allocators must list some of {ALLOCATOR_KINDS}, "
+                    f"got {list(c.allocators)}")
+    if not 1 <= c.n_min <= c.n_max:
+        errs.append(f"capacity: need 1 <= n_min ({c.n_min}) <= n_max ({c.n_max})")
+    if not 0 < c.target <= 1:
+        errs.append(f"capacity.target must be in (0, 1], got {c.target}")
+    if not 0 < c.confidence < 1:
+        errs.append(f"capacity.confidence must be in (0, 1), got {c.confidence}")
+    if c.min_requests < 1:
+        errs.append(f"capacity.min_requests must be >= 1, got {c.min_requests}")
+    if c.max_send_lag_ms <= 0:
+        errs.append(f"capacity.max_send_lag_ms must be > 0, got {c.max_send_lag_ms}")
+    for k in ("plan_repeats", "confirm_repeats"):
+        if getattr(c, k) < 1:
+            errs.append(f"capacity.{k} must be >= 1, got {getattr(c, k)}")
     return errs

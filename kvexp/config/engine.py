@@ -42,7 +42,7 @@ class EngineConfig:
     port: int | None = None  # first instance's port; None = free ports picked at start
     ready_timeout_s: float = 600.0
     stop_timeout_s: float = 20.0
-    sequential_start: bool = True  # start instances one at a time (vLLM profiles free memory)
+    sequential_start: bool = True  # static pools one at a time; kvcached instances at once
     # Points run in parallel on one host (kvexp/sweep/gpu_slots.py): each holds its own GPUs.
     gpus_per_point: int = 1  # GPUs one point's servers get (CUDA_VISIBLE_DEVICES)
     gpu_ids: list[int] | None = None  # the host GPUs kvexp may use; None = every visible one

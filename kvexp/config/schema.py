@@ -9,6 +9,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from kvexp.config.capacity import CapacityConfig, MixConfig
 from kvexp.config.engine import EngineConfig
 from kvexp.config.groups import (
     AllocatorConfig,
@@ -48,6 +49,9 @@ class Config:
     slo: SloConfig = field(default_factory=SloConfig, metadata=POINT_SIDE)
     engine: EngineConfig = field(default_factory=EngineConfig)
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
+    mix: MixConfig = field(default_factory=MixConfig)  # N instances made from `model`
+    # read by the capacity search (experiment=capacity), by no point
+    capacity: CapacityConfig = field(default_factory=CapacityConfig, metadata=NO_RESULT)
     name: str = field(default="default", metadata=POINT_SIDE)
     burst_size: int = field(default=6, metadata=POINT_SIDE)
     repeats: int = field(default=1, metadata=POINT_SIDE)
@@ -85,3 +89,5 @@ def register_configs() -> None:
     cs.store(group="sampler", name="sampler_schema", node=SamplerConfig)
     cs.store(group="slo", name="slo_schema", node=SloConfig)
     cs.store(group="engine", name="engine_schema", node=EngineConfig)
+    cs.store(group="mix", name="mix_schema", node=MixConfig)
+    cs.store(group="capacity", name="capacity_schema", node=CapacityConfig)

@@ -37,13 +37,19 @@ def launch_spec(cfg: Config, inst: ResolvedInstance, home: Path, tag: str, port:
 def start_servers(cfg: Config, insts: list[ResolvedInstance], home: Path,
                   started: list[Server], on_start: Callable[[Server], None] | None = None,
                   env: dict[str, str] | None = None) -> None:
-    """Start every instance's server (one by one with `sequential_start`) and wait until all
-    are ready. Each goes into `started` as soon as it runs, so that the caller can stop it
-    whatever happens. A port picked here that someone takes first is picked again. `env` is
-    added to every server's environment (e.g. the GPUs a shared server may use)."""
+    """Start every instance's server and wait until all are ready. With `sequential_start`,
+    a static pool starts only once every server before it is ready, and is ready itself
+    before the next starts (vLLM sizes a static pool from the memory it sees); kvcached
+    instances start at once (their KV is mapped on demand). Each server goes into `started`
+    as soon as it runs, so that the caller can stop it whatever happens, and records its
+    start and ready times. A port picked here that someone takes first is picked again.
+    `env` is added to every server's environment (e.g. the GPUs a shared server may use)."""
     tag = secrets.token_hex(3)  # unique per start: segments of concurrent runs never collide
     engine = engines.get(cfg.engine.kind)
     for inst in insts:
+        one_by_one = cfg.engine.sequential_start and inst.allocator.kind == "static"
+        if one_by_one:
+            wait_ready(started, cfg.engine.ready_timeout_s)
         for attempt in range(3):
             spec = launch_spec(cfg, inst, home, tag, inst.port or free_port(cfg.engine.host))
             spec.env.update(env or {})
@@ -57,9 +63,9 @@ def start_servers(cfg: Config, insts: list[ResolvedInstance], home: Path,
         started.append(server)
         if on_start is not None:
             on_start(server)
-        if cfg.engine.sequential_start:
+        if one_by_one:
             wait_ready([server], cfg.engine.ready_timeout_s)
-    wait_ready(started, cfg.engine.ready_timeout_s)
+    wait_ready([s for s in started if s.ready_time is None], cfg.engine.ready_timeout_s)
 
 
 def stop_servers(servers: list[Server], timeout_s: float) -> None:

@@ -111,6 +111,8 @@ class Server:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._pgid: int | None = None
+        self.start_time: float | None = None  # epoch s: process started
+        self.ready_time: float | None = None  # epoch s: first healthy answer (wait_ready)
 
     @property
     def base_url(self) -> str:
@@ -139,6 +141,7 @@ class Server:
                 msg = f"{self.spec.name}: cannot run {self.spec.argv[0]}: {exc}"
                 raise ServerError(msg) from exc
         self._pgid = self.proc.pid
+        self.start_time = time.time()
 
     def handle(self) -> InstanceHandle:
         return InstanceHandle(
@@ -249,6 +252,7 @@ def wait_ready(servers: list[Server], timeout_s: float) -> None:
                 if s.exit_code() is not None:
                     raise s.died_error()
                 if s.probe(client):
+                    s.ready_time = time.time()
                     pending.remove(s)
             if not pending:
                 return

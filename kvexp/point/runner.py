@@ -170,6 +170,8 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
                 point_record.write(meta, point_dir)
 
             launch.start_servers(cfg, insts, point_dir, servers, started)
+            for record, server in zip(meta["servers"], servers, strict=True):
+                record.update(start_time=server.start_time, ready_time=server.ready_time)
         _check_alive(servers)
         _prove_kvcached(insts, [s.spec for s in servers])
         _apply_kv_limits(insts, [s.spec for s in servers])

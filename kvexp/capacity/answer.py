@@ -65,7 +65,13 @@ class Answer:
             return f"N={nxt.n} failed: {nxt.error}"
         return f"N={nxt.n}: attainment {nxt.attainment:.3f} below the target"
 
-    def as_dict(self) -> dict[str, Any]:
+    def uncertain(self, target: float) -> bool:
+        """The measurements cannot tell: the interval at N* or at N* + 1 holds the target."""
+        best, nxt = self.at(self.max_n), self.at(self.max_n + 1)
+        return bool((best and best.interval and best.interval[0] < target)
+                    or (nxt and nxt.interval and nxt.interval[1] >= target))
+
+    def as_dict(self, target: float) -> dict[str, Any]:
         best = self.at(self.max_n)
         return {
             "max_n": self.max_n,
@@ -74,13 +80,15 @@ class Answer:
             "attainment": best.attainment if best else None,
             "interval": best.interval if best else None,
             "limit": self.limit(),
+            "uncertain": self.uncertain(target),
             "points": [p.as_dict() for p in self.probes],
         }
 
 
 def write(sweep_dir: Path, answers: list[Answer], meta: dict[str, Any]) -> Path:
     path = sweep_dir / FILE
-    write_json({"_meta": meta, **{a.allocator: a.as_dict() for a in answers}}, path)
+    target = meta["target"]
+    write_json({"_meta": meta, **{a.allocator: a.as_dict(target) for a in answers}}, path)
     return path
 
 
@@ -93,5 +101,7 @@ def sentence(a: Answer, target: float, slo: str) -> str:
         head += f" (attainment {best.attainment:.3f} [{lo:.3f}, {hi:.3f}], {best.requests} req)"
     head += f" meet {target:.0%} of requests within {slo} on {a.engine}"
     why = a.limit()
+    if a.uncertain(target):
+        head += " [uncertain: an interval at N* or N*+1 holds the target; run longer]"
     return head + (f"; N={a.max_n + 1}: {why}" if why and not why.startswith("N=") else
                    f"; {why}" if why else "")

@@ -26,7 +26,7 @@ from kvexp.capacity import answer as answers
 from kvexp.capacity.answer import Answer, Probe
 from kvexp.capacity.attainment import of_points, send_lag_p99_ms
 from kvexp.capacity.room import no_room
-from kvexp.capacity.search import search
+from kvexp.capacity.search import grid, search
 from kvexp.config import SLO_KEYS, Config, ConfigError, resolve_instances, to_config
 from kvexp.results import point_record, write_json
 from kvexp.sweep import folder_lock
@@ -186,7 +186,8 @@ class CapacityRun:
         planned: dict[str, int] = {}
         try:
             for a in c.allocators:
-                s = search(lambda n, a=a: self.evaluate("plan", a, n, self.plan_engine,
+                find = grid if c.method == "grid" else search
+                s = find(lambda n, a=a: self.evaluate("plan", a, n, self.plan_engine,
                                                        c.plan_repeats), c.n_min, c.n_max)
                 planned[a] = s.max_n
                 if not self.confirms:

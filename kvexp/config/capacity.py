@@ -24,6 +24,7 @@ class CapacityConfig:
     """The search for the largest N whose SLO attainment meets `target`, per allocator."""
 
     allocators: list[str] = field(default_factory=lambda: ["kvcached", "static"])
+    method: str = "bisect"
     n_min: int = 1
     n_max: int = 12
     target: float = 0.99

@@ -192,6 +192,8 @@ def check_capacity(c: CapacityConfig) -> list[str]:
     if not c.allocators or bad:
         errs.append(f"capacity.allocators must list some of {ALLOCATOR_KINDS}, "
                     f"got {list(c.allocators)}")
+    if c.method not in ("bisect", "grid"):
+        errs.append(f"capacity.method must be bisect or grid, got {c.method!r}")
     if not 1 <= c.n_min <= c.n_max:
         errs.append(f"capacity: need 1 <= n_min ({c.n_min}) <= n_max ({c.n_max})")
     if not 0 < c.target <= 1:

@@ -172,14 +172,17 @@ def render_report(root: Path, results: Results | None = None,
                 "Per model (points with several instances)", models,
                 "GPU memory of each instance's process tree from ready to the end (GiB); "
                 "KV held: its kvcached segment's maximum; latency of its own requests."))
+    from kvexp.report import capacity
+
+    cap_lines, cap_sections, cap_figures = capacity.parts(root, results, out)
     page = Page(
         title=f"kvexp report: {root.resolve().name}",
-        headline=headline_lines(cat) if not cat.empty else [],
+        headline=cap_lines + (headline_lines(cat) if not cat.empty else []),
         facts=_facts(root, cat),
         lines=tutorial_lines(cat) if not cat.empty else [],
         failed=failed_table(cat),
-        sections=sections,
-        figures=figures,
+        sections=cap_sections + sections,
+        figures=cap_figures + figures,
         definitions=DEFINITIONS,
     )
     _write(out / "summary.md", _markdown(page.title, page, out))

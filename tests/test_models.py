@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from kvexp.models import (
     ensure_model_folder,
     model_ref,
 )
-from tests.conftest import model_from_conf
+from tests.conftest import REPO_ROOT, model_from_conf
 
 SENTENCE = "Explain how a KV cache speeds up transformer inference, in 2025? Yes.\nNew line!"
 
@@ -130,6 +132,30 @@ def test_hub_source(tmp_path: Path) -> None:
 def test_bad_shape_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelFolderError, match="head_dim x num_attention_heads"):
         ensure_model_folder(qwen25_05b(head_dim=128), tmp_path)
+
+
+def kvexp_models(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m kvexp.models ARGS`, importing kvexp from this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "kvexp.models", *args], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=REPO_ROOT)
+
+
+def test_python_m_kvexp_models_writes_a_conf_model(tmp_path: Path) -> None:
+    out = kvexp_models("tiny", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    folder = Path(out.stdout.strip())
+    assert folder == tmp_path / "tiny"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["vocab_size"] == model_from_conf("tiny").vocab_size
+    assert (folder / MARKER).is_file()
+
+
+def test_python_m_kvexp_models_names_an_unknown_model(tmp_path: Path) -> None:
+    out = kvexp_models("no-such-model", "--out", str(tmp_path))
+    assert out.returncode != 0
+    assert "no model 'no-such-model'" in out.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 CHECK_WITH_TRANSFORMERS = """

@@ -21,6 +21,9 @@ class Engine(Protocol):
     """What a sweep and a point need of an engine."""
 
     AUTO_RANK: int  # engine=auto tries lower ranks first; None: never chosen by auto
+    # Prefixes of the environment variables its servers read from the environment they
+    # inherit (recorded, credentials redacted, as each server's `inherited_env`).
+    ENV_PREFIXES: tuple[str, ...]
 
     def build_launch(self, cfg: Any, inst: Any, home: Path, port: int, ipc: str | None) -> Any:
         """The LaunchSpec that starts instance `inst`'s server on `port` (ipc: its kvcached
@@ -75,6 +78,12 @@ def shareable(cfg: Any) -> bool:
     chosen = [k for k in kinds() if get(k).AUTO_RANK is not None] \
         if cfg.engine.kind == AUTO else [cfg.engine.kind]
     return all(get(k).shareable(cfg) for k in chosen)
+
+
+def env_prefixes() -> tuple[str, ...]:
+    """Every engine's ENV_PREFIXES, in one tuple (each once): the variables of the inherited
+    environment that may change some server's behaviour."""
+    return tuple(dict.fromkeys(p for k in kinds() for p in get(k).ENV_PREFIXES))
 
 
 def get(kind: str) -> Engine:

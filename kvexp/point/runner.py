@@ -44,8 +44,7 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise Interrupted(f"signal {signum}")
 
 
-ENV_PREFIXES = ("VLLM_", "KVCACHED_", "ENABLE_KVCACHED", "CUDA_", "NCCL_", "HF_", "PYTORCH_",
-                "TORCH_", "OMP_", "KVEXP_")
+ENV_PREFIXES = engines.env_prefixes()  # each engine's own (kvexp/engines/<kind>/)
 
 
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")

@@ -20,6 +20,7 @@ from kvexp.engines.external.options import Options, options, problems
 from kvexp.engines.servers import Server
 
 AUTO_RANK = None  # engine=auto never picks servers it cannot see
+ENV_PREFIXES: tuple[str, ...] = ()  # its servers inherit nothing from kvexp
 
 __all__ = ["Options", "options"]
 

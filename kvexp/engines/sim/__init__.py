@@ -13,6 +13,7 @@ from typing import Any
 from kvexp.engines.servers import Server
 
 AUTO_RANK = 100  # engine=auto's fallback: always available
+ENV_PREFIXES = ("KVEXP_",)  # a sim server is kvexp: KVEXP_SHM_DIR places its segment
 
 
 def build_launch(cfg: Any, inst: Any, home: Path, port: int, ipc: str | None) -> Any:

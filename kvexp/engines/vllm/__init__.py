@@ -9,6 +9,10 @@ from typing import Any
 from kvexp.engines.servers import Server
 
 AUTO_RANK = 0  # engine=auto's first choice where CUDA and vllm are present
+# What a vLLM server reads: vLLM's own, kvcached's (loaded into vLLM), CUDA, NCCL and
+# PyTorch, OpenMP (the CPU backend's threads), the Hugging Face hub's.
+ENV_PREFIXES = ("VLLM_", "KVCACHED_", "ENABLE_KVCACHED", "CUDA_", "NCCL_", "HF_", "PYTORCH_",
+                "TORCH_", "OMP_")
 
 
 def build_launch(cfg: Any, inst: Any, home: Path, port: int, ipc: str | None) -> Any:

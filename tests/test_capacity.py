@@ -41,7 +41,7 @@ def test_bisection_finds_the_grids_answer_in_log2_points(n_min: int, n_max: int)
     for true_n in range(n_min - 1, n_max + 1):
         calls: list[int] = []
 
-        def meets(n: int, t: int = true_n) -> bool:
+        def meets(n: int, t: int = true_n, calls: list[int] = calls) -> bool:
             calls.append(n)
             return n <= t
 

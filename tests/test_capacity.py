@@ -4,6 +4,7 @@ on the real engine from the planned frontier."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -166,3 +167,24 @@ def test_the_real_engine_runs_the_frontier_and_walks_to_its_own_boundary(real_n:
     grid_points = 12  # a grid over N on the real engine, once each
     if real_n == 4:
         assert len(real) <= grid_points / 3
+
+
+def test_an_earlier_plan_is_confirmed_without_planning_again(tmp_path: Path) -> None:
+    cfg = cfg_for("engine=sim", "capacity.allocators=[kvcached]")
+    first = FakeRun({"sim": 3, "vllm": 3}, cfg)
+    first.real = "sim"  # plan only, as on a machine without a GPU
+    first.run()
+    plan = tmp_path / "capacity.json"
+    plan.write_text(json.dumps({"_meta": first.meta(), "kvcached":
+                                first.answers[0].as_dict(cfg.capacity.target)}))
+    again = cfg_for("engine=sim", "capacity.allocators=[kvcached]", f"capacity.plan={plan}")
+    run = FakeRun({"sim": 3, "vllm": 3}, again)
+    assert run.plan_problems() == []
+    run.run()
+    assert [(p.phase, p.engine, p.n) for p in run.probes if p.phase == "confirm"] == [
+        ("confirm", "vllm", 3), ("confirm", "vllm", 4)]
+    assert run.answers[0].max_n == 3
+    other = cfg_for("engine=sim", "capacity.allocators=[kvcached]", f"capacity.plan={plan}",
+                    "slo.ttft_ms=500", "mix.popularity=0")
+    assert FakeRun({}, other).plan_problems() == [
+        f"capacity.plan: {plan} was planned with other settings: mix, slo differ"]

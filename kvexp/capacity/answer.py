@@ -63,6 +63,10 @@ class Answer:
             return nxt.no_room
         if nxt.error:
             return f"N={nxt.n} failed: {nxt.error}"
+        if nxt.met:  # the search stopped at n_max
+            return None
+        if nxt.attainment is None:
+            return f"N={nxt.n}: not met"
         return f"N={nxt.n}: attainment {nxt.attainment:.3f} below the target"
 
     def uncertain(self, target: float) -> bool:

@@ -12,9 +12,11 @@ capacity.json holds the answer and the points it rests on.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +125,7 @@ class CapacityRun:
 
     def check(self) -> list[str]:
         """Every problem of the points the search may run (their configs at n_min, n_max)."""
-        problems = []
+        problems = self.plan_problems() if self.cap.plan else []
         if self.cfg.mix.n:
             problems.append("mix.n is the searched value: leave it unset (0) in the config")
         engines = {self.plan_engine, self.real}
@@ -183,19 +185,17 @@ class CapacityRun:
 
     def run(self) -> None:
         c = self.cap
-        planned: dict[str, int] = {}
+        planned: dict[str, int] = self.earlier_plan() if c.plan else {}
         try:
-            for a in c.allocators:
+            for a in [a for a in c.allocators if a not in planned]:
                 find = grid if c.method == "grid" else search
                 s = find(lambda n, a=a: self.evaluate("plan", a, n, self.plan_engine,
                                                        c.plan_repeats), c.n_min, c.n_max)
                 planned[a] = s.max_n
-                if not self.confirms:
-                    self.answers.append(Answer(a, self.plan_engine, s.max_n, s.max_n,
-                                               self.probes_of(a)))
-            if self.confirms:
-                for a in c.allocators:
-                    self.answers.append(self.confirm(a, planned[a]))
+            for a in c.allocators:
+                self.answers.append(self.confirm(a, planned[a]) if self.confirms else
+                                    Answer(a, self.plan_engine, planned[a], planned[a],
+                                           self.probes_of(a)))
             self.status = "done"
         except KeyboardInterrupt:
             self.status = "interrupted"
@@ -203,6 +203,32 @@ class CapacityRun:
         except BaseException:
             self.status = "failed"
             raise
+
+    def earlier_plan(self) -> dict[str, int]:
+        """N* per allocator from `capacity.plan` (its probes kept as this run's plan)."""
+        data = json.loads(Path(self.cap.plan).expanduser().read_text())  # type: ignore[arg-type]
+        self.probes += [Probe(**p) for p in data["_meta"]["probes"] if p["phase"] == "plan"]
+        return {a: data[a]["planned_max_n"] for a in self.cap.allocators if a in data}
+
+    def plan_problems(self) -> list[str]:
+        """Why `capacity.plan` cannot stand for this run's plan (empty: it can)."""
+        path = Path(self.cap.plan).expanduser()  # type: ignore[arg-type]
+        try:
+            meta = json.loads(path.read_text())["_meta"]
+        except (OSError, ValueError, KeyError) as exc:
+            return [f"capacity.plan: {path} is not a capacity.json ({exc})"]
+        mine = self.meta()
+        keys = ("model", "mix", "slo", "target", "plan_engine", "workload")
+        differ = [k for k in keys if meta.get(k) != mine[k]]
+        for k in ("n_min", "n_max", "method"):
+            if meta["capacity"].get(k) != mine["capacity"][k]:
+                differ.append(f"capacity.{k}")
+        missing = [a for a in self.cap.allocators if a not in json.loads(path.read_text())]
+        out = [f"capacity.plan: {path} was planned with other settings: "
+               f"{', '.join(differ)} differ"] if differ else []
+        if missing:
+            out.append(f"capacity.plan: {path} has no plan for {', '.join(missing)}")
+        return out
 
     @property
     def confirms(self) -> bool:
@@ -233,9 +259,8 @@ class CapacityRun:
     def sentences(self) -> list[str]:
         return [answers.sentence(a, self.cap.target, slo_words(self.cfg)) for a in self.answers]
 
-    def write(self) -> Path:
-        from dataclasses import asdict
-
+    def meta(self) -> dict[str, Any]:
+        """What the answer depends on and how the search went (capacity.json's _meta)."""
         meta = {"status": self.status, "started": self.started, "time": time.time(),
                 "target": self.cap.target, "confidence": self.cap.confidence,
                 "slo": asdict(self.cfg.slo), "slo_words": slo_words(self.cfg),
@@ -245,7 +270,12 @@ class CapacityRun:
                 "simulated_engines": sorted({p.engine for p in self.probes
                                              if p.engine == "sim"}),
                 "probes": [p.as_dict() for p in self.probes],
-                "answers": self.sentences()}
+                "answers": self.sentences(),
+                "workload": asdict(self.cfg.workload)}
+        return json.loads(json.dumps(meta, default=str))
+
+    def write(self) -> Path:
+        meta = self.meta()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             write_json({"planned": [], "capacity": True, "time": time.time()},

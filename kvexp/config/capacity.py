@@ -32,6 +32,7 @@ class CapacityConfig:
     min_requests: int = 50
     max_send_lag_ms: float = 50.0
     plan_engine: str = "sim"
+    plan: str | None = None
     plan_repeats: int = 1
     confirm_repeats: int = 2
     confirm: bool = True

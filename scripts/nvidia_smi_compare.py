@@ -3,7 +3,7 @@
     python scripts/nvidia_smi_compare.py SWEEP_DIR NVIDIA_SMI_CSV
 
 The CSV is `nvidia-smi --query-gpu=timestamp,memory.used,... --format=csv,noheader,nounits
--lms 200` (UTC timestamps, MiB), as scripts/gpu-round2.sh records it. For each point, idle is
+-lms 200` (UTC timestamps, MiB), as scripts/gpu-steps.sh records it. For each point, idle is
 the median from ready to the workload's start and peak the maximum from ready to the point's
 end, both as kvexp defines them (README, "Definitions"), read from point.json's times.
 """

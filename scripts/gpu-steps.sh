@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The runs behind docs/h200.md's round-2 sections (verdicts at repeats=5, memory beside
-# nvidia-smi, kvexp's driver beside vLLM's client, trace replay):
-#   scripts/gpu-round2.sh OUTPUT_ROOT [STEP ...]     steps: tutorial driver azure pressure
+# The runs behind docs/h200.md's sections 5 and 6 (verdicts at repeats=5, memory beside
+# nvidia-smi, kvexp's driver beside vLLM's client, trace replay, the capacity answer):
+#   scripts/gpu-steps.sh OUTPUT_ROOT [STEP ...]
+# steps: tutorial driver azure pressure capacity; capacity confirms the sim plan in
+# $CAPACITY_PLAN (default docs/capacity/sim-plan/capacity.json), CONFIRM_REPEATS runs a point
 # nvidia-smi is sampled every 200 ms throughout (OUTPUT_ROOT/nvidia-smi.csv); every step
 # logs its command, exit code and wall time; a step that fails does not stop the others.
 set -uo pipefail
-ROOT="${1:?usage: scripts/gpu-round2.sh OUTPUT_ROOT [STEP ...]}"; shift
+ROOT="${1:?usage: scripts/gpu-steps.sh OUTPUT_ROOT [STEP ...]}"; shift
 STEPS="${*:-tutorial driver azure pressure}"
 mkdir -p "$ROOT"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0
@@ -54,6 +56,9 @@ for step in $STEPS; do
     driver) driver ;;
     azure) sweep azure experiment=azure_two_models ;;
     pressure) sweep pressure_r5 experiment=memory_pressure repeats=5 ;;
+    capacity) sweep capacity experiment=capacity engine=vllm \
+                "capacity.plan=${CAPACITY_PLAN:-$PWD/docs/capacity/sim-plan/capacity.json}" \
+                "capacity.confirm_repeats=${CONFIRM_REPEATS:-1}" ;;
     *) stamp "unknown step $step" ;;
   esac
 done

@@ -18,10 +18,10 @@ from kvexp.engines.sim.engine import Sequence, SimEngine
 from kvexp.engines.sim.gpus import GiB, MiB, get_gpu
 from kvexp.engines.sim.launch import SimSpec
 from kvexp.engines.sim.memory import (
-    KVCACHED_RUNTIME_BYTES,
     ElasticPool,
     StaticPool,
     activation_bytes,
+    context_bytes,
 )
 from kvexp.kvcached_segment import read_segment, segment_path, set_limit
 
@@ -255,8 +255,8 @@ def h200_used_gib(tmp_path: Path, kind: str) -> tuple[float, float]:
     )
     gpu = get_gpu("h200")
     device = SimDevice(spec.device_path, gpu)
-    act = activation_bytes(spec.model, spec.sim.max_batch)
-    context = gpu.context_bytes + (KVCACHED_RUNTIME_BYTES if elastic(spec) else 0)
+    act = activation_bytes(spec.model, spec.sim.max_batch, spec.sim.sampler_logit_copies)
+    context = context_bytes(spec.sim, gpu, elastic(spec))
     device.register("a", os.getpid(), context, spec.model.weight_bytes, act)
     args = (device, "a", spec.model, spec.allocator, spec.sim.block_size, act)
     if elastic(spec):

@@ -26,6 +26,13 @@ class SimEngineConfig:
     max_batch: int = 256  # max concurrent sequences (continuous batching)
     block_size: int = 16  # tokens per KV block
     step_overhead_ms: float = 12.0  # fixed cost of one engine step (H200 eager vLLM-like)
+    step_per_seq_ms: float = 0.0  # CPU-side cost a running sequence adds to a step
+    roofline_efficiency: float = 1.0  # share of the roofline a step's GPU part achieves
+    share_gpu: bool = True  # instances on one device time-slice its GPU part (sharing.py)
+    sampler_logit_copies: float = 14.5  # float32 logits buffers in the activation peak
+    kvcached_runtime_mb: float = 280.0  # kvcached's device memory outside its KV pages
+    context_mb: float | None = None  # CUDA context + non-torch memory a server; None = gpu's
+    calibration: str | None = None  # settings file from `kvexp calibrate` (its keys win)
     time_scale: float = 1.0  # < 1 runs the simulated clock faster (tests)
     startup_s: float = 0.5  # simulated load time before the server reports ready
     # Fault injection, to test kvexp itself: one of FAULTS in kvexp/engines/sim/faults.py

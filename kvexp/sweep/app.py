@@ -27,7 +27,7 @@ from kvexp.config import register_configs
 from kvexp.signals import ignore_interrupts
 
 SUBCOMMANDS = {"report": "kvexp.report.__main__", "top": "kvexp.top",
-               "resume": "kvexp.sweep.resume"}
+               "resume": "kvexp.sweep.resume", "calibrate": "kvexp.engines.sim.calibrate"}
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # absolute: console script too
 _UID = secrets.token_hex(3)
 _STATE: dict[str, Path] = {}  # the point being run, for the message after Ctrl-C

@@ -25,13 +25,14 @@ from kvexp.engines.sim.faults import Fault
 from kvexp.engines.sim.gpus import MiB, get_gpu
 from kvexp.engines.sim.launch import SimSpec, load_spec
 from kvexp.engines.sim.memory import (
-    KVCACHED_RUNTIME_BYTES,
     ElasticPool,
     KvPool,
     StaticPool,
     activation_bytes,
+    context_bytes,
 )
 from kvexp.engines.sim.server import SimApi
+from kvexp.engines.sim.sharing import StepBoard
 
 log = logging.getLogger("kvexp.sim")
 
@@ -110,13 +111,16 @@ async def run(spec: SimSpec) -> None:
         loop.add_signal_handler(sig, on_signal)
     gpu = get_gpu(spec.sim.gpu)
     device = SimDevice(spec.device_path, gpu)
-    activation = activation_bytes(spec.model, spec.sim.max_batch)
-    context = gpu.context_bytes + (KVCACHED_RUNTIME_BYTES if elastic(spec) else 0)
+    activation = activation_bytes(spec.model, spec.sim.max_batch, spec.sim.sampler_logit_copies)
+    context = context_bytes(spec.sim, gpu, elastic(spec))
     device.register(spec.name, os.getpid(), context, spec.model.weight_bytes, activation)
     pool: KvPool | None = None
     engine: SimEngine | None = None
+    board: StepBoard | None = None
     try:
         pool = _make_pool(spec, device, activation)
+        if spec.sim.share_gpu:
+            board = StepBoard(spec.device_path)
         log.info(
             "kvexp sim engine (simulated, not a real GPU): instance %s serving %s on a simulated "
             "%s (%s MiB); %s KV pool of %d blocks x %d tokens, holding %s MiB; weights %s MiB, "
@@ -139,7 +143,8 @@ async def run(spec: SimSpec) -> None:
             return
         fault = Fault(spec.sim.fault, spec.sim.fault_after_s * spec.sim.time_scale)
         engine = SimEngine(
-            spec.model, spec.sim, gpu, pool, seed=spec.seed, step_hook=fault.check_engine
+            spec.model, spec.sim, gpu, pool, seed=spec.seed, step_hook=fault.check_engine,
+            board=board,
         )
         engine.start(on_death)
         config = uvicorn.Config(
@@ -160,6 +165,8 @@ async def run(spec: SimSpec) -> None:
         if pool is not None:
             _release("the KV pool", pool.close)
         _release("the device registration", lambda: device.unregister(spec.name))
+        if board is not None:
+            _release("the step board slot", board.close)
         log.info("kvexp sim engine (simulated): instance %s stopped, memory released", spec.name)
     if died:
         raise EngineDied(f"the engine task died: {died[0]!r}")

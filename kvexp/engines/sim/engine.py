@@ -1,10 +1,12 @@
 """Continuous batching in simulated time, on a KV pool.
 
 Each step prefills the sequences admitted in it and decodes one token for every
-other running sequence. Its duration is a roofline of the GPU: max(bytes read /
-bandwidth, FLOPs / bf16 FLOP/s) + a fixed step overhead, times `time_scale`.
+other running sequence. Its duration, times `time_scale`, is a CPU part,
+`step_overhead_ms + step_per_seq_ms x running sequences`, then a GPU part, the
+roofline max(bytes read / bandwidth, FLOPs / bf16 FLOP/s) / `roofline_efficiency`.
 Bytes read are the weights plus the KV of every running sequence; FLOPs are
-2 x parameters x tokens in the step (prefill tokens included).
+2 x parameters x tokens in the step (prefill tokens included). With a `StepBoard`
+(sharing.py), the GPU part is time-sliced with the other instances of the device.
 
 Token counts (an estimate: the sim has no tokenizer): a text prompt counts one token
 for each CJK character plus ceil(other words / 0.75) (at least 1); a chat
@@ -21,6 +23,7 @@ import contextlib
 import math
 import random
 import re
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from kvexp.config import ModelConfig, SimEngineConfig
 from kvexp.engines.sim.gpus import GpuSpec
 from kvexp.engines.sim.memory import KvPool
+from kvexp.engines.sim.sharing import StepBoard
 
 WORDS = (" sim", " token", " kv", " cache", " page", " block", " batch", " step", " gpu", " pool")
 EOS_PROB = 1 / 256
@@ -108,9 +112,13 @@ class SimEngine:
         pool: KvPool,
         seed: int = 0,
         step_hook: Callable[[], None] | None = None,
+        board: StepBoard | None = None,
     ) -> None:
         self.model, self.sim, self.gpu, self.pool, self.seed = model, sim, gpu, pool, seed
         self.step_hook = step_hook  # called before each step (fault injection)
+        self.board = board  # the device's step board: GPU time shared with its other instances
+        self.steps = 0
+        self.step_seconds_total = 0.0  # simulated seconds of every step (before time_scale)
         self.failure: BaseException | None = None  # what killed the step loop, if it died
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -170,12 +178,30 @@ class SimEngine:
             generation_tokens_total=self.generation_tokens_total,
         )
 
-    def step_seconds(self, step_tokens: int, context_tokens: int) -> float:
-        """Simulated duration of one step (before time_scale)."""
+    def step_parts(self, step_tokens: int, context_tokens: int, seqs: int) -> tuple[float, float]:
+        """(CPU part, GPU part alone) of one step in simulated seconds (before time_scale)."""
         read = self.model.weight_bytes + context_tokens * self.model.kv_bytes_per_token
         flops = 2.0 * self.model.num_params * step_tokens
         roof = max(read / self.gpu.mem_bandwidth_bytes_s, flops / self.gpu.bf16_flops)
-        return roof + self.sim.step_overhead_ms / 1000.0
+        cpu = (self.sim.step_overhead_ms + self.sim.step_per_seq_ms * seqs) / 1000.0
+        return cpu, roof / self.sim.roofline_efficiency
+
+    def step_seconds(self, step_tokens: int, context_tokens: int, seqs: int = 1) -> float:
+        """Simulated duration of one step alone on its GPU (before time_scale)."""
+        cpu, gpu = self.step_parts(step_tokens, context_tokens, seqs)
+        return cpu + gpu
+
+    def _step_wall_s(self, step_tokens: int, context_tokens: int, seqs: int) -> float:
+        """Wall seconds of the step starting now, the GPU shared through the board."""
+        cpu, gpu = self.step_parts(step_tokens, context_tokens, seqs)
+        scale = self.sim.time_scale
+        if self.board is None:
+            wall = (cpu + gpu) * scale
+        else:
+            wall = self.board.step(time.time(), cpu * scale, gpu * scale)
+        self.steps += 1
+        self.step_seconds_total += wall / scale
+        return wall
 
     def start(self, on_death: Callable[[BaseException], None] | None = None) -> None:
         """Run the step loop; if it dies, abort every request and call `on_death(error)`."""
@@ -274,7 +300,7 @@ class SimEngine:
             step_tokens = sum(s.context_tokens for s in prefills)
             step_tokens += len(self.running) - len(prefills)
             context = sum(s.context_tokens for s in self.running)
-            await asyncio.sleep(self.step_seconds(step_tokens, context) * self.sim.time_scale)
+            await asyncio.sleep(self._step_wall_s(step_tokens, context, len(self.running)))
             for seq in list(self.running):
                 if seq.finish_reason is not None:
                     continue

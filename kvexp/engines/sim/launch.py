@@ -91,6 +91,15 @@ def load_spec(path: Path) -> SimSpec:
     )
 
 
+def calibrated(sim: SimEngineConfig) -> SimEngineConfig:
+    """`sim` with the settings of its `calibration` file (kvexp calibrate's output) applied."""
+    if not sim.calibration:
+        return sim
+    from kvexp.engines.sim.calibrate import load_calibration
+
+    return dataclasses.replace(sim, **load_calibration(Path(sim.calibration)))
+
+
 def build_sim_launch(
     inst: ResolvedInstance,
     engine: EngineConfig,
@@ -103,7 +112,7 @@ def build_sim_launch(
     """Write `point_dir/sim-<name>.json` and return how to start a sim server on it."""
     model = _from_dict(ModelConfig, _as_dict(inst.model))
     allocator = _from_dict(AllocatorConfig, _as_dict(inst.allocator))
-    sim = _from_dict(SimEngineConfig, _as_dict(engine.sim))
+    sim = calibrated(_from_dict(SimEngineConfig, _as_dict(engine.sim)))
     elastic = allocator.kind == "kvcached"
     spec = SimSpec(
         name=inst.name,

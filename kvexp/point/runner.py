@@ -2,7 +2,9 @@
 
 Runs inside the point's own subprocess (`python -m kvexp.point DIR`). Whatever
 happens (a server dies, a request fails, Ctrl-C), every server it started is
-stopped and everything measured so far is written.
+stopped and everything measured so far is written. Rows and samples are journaled as
+they come (kvexp/results/journal.py): if the process is killed outright, the sweep
+folds what it measured until then (`salvage`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from kvexp.engines import launch
 from kvexp.engines.base import LaunchSpec
 from kvexp.engines.servers import AttachedServer, Server, ServerError, error_text
 from kvexp.kvcached_segment import KvcachedNotActive, set_limit, wait_for_segments
-from kvexp.results import point_record
+from kvexp.results import journal, point_record
 from kvexp.results.records import InstanceHandle, RequestRow, Sample
 from kvexp.results.summary import summarize
 from kvexp.signals import ignore_interrupts
@@ -141,6 +143,12 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
     samples: list[Sample] = []
     group = None
     attach = read_attach(point_dir)
+    jour = journal.Journal(point_dir)
+
+    def on_row(row: RequestRow) -> None:
+        rows.append(row)
+        jour.row(row)
+
     try:
         if attach is None:
             device_path = launch.device_path(cfg, point_dir)
@@ -157,7 +165,8 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         point_record.write(meta, point_dir)
         gpus = (attach or {}).get("gpus") or meta.get("gpus")
         source, source_name = _device_source(cfg, device_path, gpus[0] if gpus else None)
-        group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock)
+        group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock,
+                             sink=jour.samples)
         group.start()
         if attach is None:
             meta["launch_time"] = clock.now()
@@ -189,7 +198,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         run_workload(
             schedule, {h.name: h for h in handles}, clock,
             wait_for_wave=chains_waves(w), wave_gap_s=w.idle_s,
-            timeout_s=w.request_timeout_s, on_row=rows.append,
+            timeout_s=w.request_timeout_s, on_row=on_row,
         )
         meta["workload_end"] = clock.now()
         _check_alive(servers)
@@ -220,8 +229,10 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             samples = group.samples()
         if attach is None:  # shared servers are the sweep's to stop
             launch.stop_servers(servers, cfg.engine.stop_timeout_s)
+        jour.close()
         write_point(point_dir, rows, samples, meta, clock.start,
                     {i.name: i.slo for i in insts})
+        jour.remove()  # folded into the Parquet files
     return meta
 
 
@@ -241,3 +252,36 @@ def write_point(
                                                    "e2e_p50_s", "failed", "slo_attainment",
                                                    "goodput_req_per_s")}
     point_record.write(meta, point_dir)
+
+
+def exit_text(rc: int) -> str:
+    """What a point process's exit status says: killed by which signal, or its code."""
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        why = " (the OOM killer sends it too)" if -rc == signal.SIGKILL else ""
+        return f"point process killed by {name}{why}"
+    return f"point process exited with code {rc}"
+
+
+def salvage(cfg: Config, point_dir: Path, meta: dict[str, Any], rc: int) -> dict[str, Any]:
+    """A point whose process ended without recording its end (killed, say): `failed` with
+    why, and the rows and samples it journaled folded into its Parquet files and summary.
+    Without journals (its process died before opening them) only its record and summary
+    are marked."""
+    error = exit_text(rc)
+    if not journal.exists(point_dir):
+        return point_record.mark_failed(point_dir, meta, error)
+    rows, samples = journal.read_rows(point_dir), journal.read_samples(point_dir)
+    last = max([s.time for s in samples] + [r.end_time or 0.0 for r in rows], default=0.0)
+    meta.update(status="failed", error=f"{error}; what it measured until then is kept")
+    meta.setdefault("end_time", last or time.time())
+    if meta.get("workload_start") and not meta.get("workload_end"):
+        meta["workload_end"] = meta["end_time"]
+    start = meta.get("clock_start") or min([s.time for s in samples], default=0.0)
+    write_point(point_dir, rows, samples, meta, start,
+                {i.name: i.slo for i in resolve_instances(cfg)})
+    journal.remove(point_dir)
+    return meta

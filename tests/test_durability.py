@@ -3,6 +3,7 @@ request rows and memory samples it journaled until then (kvexp/results/journal.p
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from kvexp.samplers import SamplerGroup
 from tests.test_runner import FAST, sim_servers
 
 MAX_TOKENS = 16
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sim_counts(port: int) -> tuple[float, float, float]:
@@ -164,3 +166,37 @@ def test_the_sampler_group_hands_every_tick_to_its_sink() -> None:
     with group:
         time.sleep(0.2)
     assert seen and seen == group.samples()
+
+
+def test_a_killed_point_on_a_full_disk_keeps_its_journals_for_the_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import kvexp.__main__  # noqa: F401 - registers the schemas and resolvers
+    from kvexp.config import to_config
+    from kvexp.point import runner
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = to_config(compose("config", overrides=["engine=sim", "model=tiny"]))
+    GlobalHydra.instance().clear()
+    point = tmp_path / "0"
+    point.mkdir()
+    meta = {"point": "0", "label": "defaults", "status": "running", "engine": "sim",
+            "clock_start": 0.0, "workload_start": 2.0}
+    j = journal.Journal(point)
+    j.row(_row(0, 3.0))
+    j.close()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runner, "write_point", full)
+    meta = runner.salvage(cfg, point, meta, -signal.SIGKILL)
+    assert meta["status"] == "failed" and "killed by SIGKILL" in meta["error"]
+    assert "could not be written" in meta["error"] and "No space left" in meta["error"]
+    assert journal.exists(point)  # nothing lost: the report reads the journals
+    res = load(tmp_path)
+    assert len(res.requests) == 1
+    assert res.summary.iloc[0]["status"] == "failed"

@@ -281,7 +281,13 @@ def salvage(cfg: Config, point_dir: Path, meta: dict[str, Any], rc: int) -> dict
     if meta.get("workload_start") and not meta.get("workload_end"):
         meta["workload_end"] = meta["end_time"]
     start = meta.get("clock_start") or min([s.time for s in samples], default=0.0)
-    write_point(point_dir, rows, samples, meta, start,
-                {i.name: i.slo for i in resolve_instances(cfg)})
+    try:
+        write_point(point_dir, rows, samples, meta, start,
+                    {i.name: i.slo for i in resolve_instances(cfg)})
+    except OSError as e:  # disk full: the journals stay, `load` reads them
+        meta["error"] += f"; its Parquet files could not be written ({e})"
+        with contextlib.suppress(OSError):
+            point_record.write(meta, point_dir)
+        return meta
     journal.remove(point_dir)
     return meta

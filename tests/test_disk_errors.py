@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kvexp.point.runner import write_point
 from kvexp.results import point_record, write_json
+from kvexp.results.fold import write_point
 from kvexp.results.jsonfile import write_text_atomic
 from kvexp.results.records import RequestRow, Sample
 from kvexp.sweep import folder_lock

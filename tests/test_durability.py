@@ -175,7 +175,7 @@ def test_a_killed_point_on_a_full_disk_keeps_its_journals_for_the_report(
 
     import kvexp.__main__  # noqa: F401 - registers the schemas and resolvers
     from kvexp.config import to_config
-    from kvexp.point import runner
+    from kvexp.results import fold
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
@@ -192,8 +192,8 @@ def test_a_killed_point_on_a_full_disk_keeps_its_journals_for_the_report(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(runner, "write_point", full)
-    meta = runner.salvage(cfg, point, meta, -signal.SIGKILL)
+    monkeypatch.setattr(fold, "write_point", full)
+    meta = fold.salvage(cfg, point, meta, -signal.SIGKILL)
     assert meta["status"] == "failed" and "killed by SIGKILL" in meta["error"]
     assert "could not be written" in meta["error"] and "No space left" in meta["error"]
     assert journal.exists(point)  # nothing lost: the report reads the journals

@@ -4,12 +4,11 @@ Runs inside the point's own subprocess (`python -m kvexp.point DIR`). Whatever
 happens (a server dies, a request fails, Ctrl-C), every server it started is
 stopped and everything measured so far is written. Rows and samples are journaled as
 they come (kvexp/results/journal.py): if the process is killed outright, the sweep
-folds what it measured until then (`salvage`).
+folds what it measured until then (kvexp/results/fold.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -19,9 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from kvexp import engines, results, safety
+from kvexp import engines, safety
 from kvexp.clock import Clock
 from kvexp.config import Config, ResolvedInstance, resolve_instances
 from kvexp.engines import launch
@@ -29,8 +26,8 @@ from kvexp.engines.base import LaunchSpec
 from kvexp.engines.servers import AttachedServer, Server, ServerError, error_text
 from kvexp.kvcached_segment import KvcachedNotActive, set_limit, wait_for_segments
 from kvexp.results import journal, point_record
+from kvexp.results.fold import write_point
 from kvexp.results.records import InstanceHandle, RequestRow, Sample
-from kvexp.results.summary import summarize
 from kvexp.signals import ignore_interrupts
 
 GIB = 2**30
@@ -233,61 +230,4 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         write_point(point_dir, rows, samples, meta, clock.start,
                     {i.name: i.slo for i in insts})
         jour.remove()  # folded into the Parquet files
-    return meta
-
-
-def write_point(
-    point_dir: Path, rows: list[RequestRow], samples: list[Sample], meta: dict[str, Any],
-    start: float, slos: dict[str, Any] | None = None,
-) -> None:
-    engine = str(meta.get("engine") or "")
-    results.write_requests(rows, point_dir, slos, engine)
-    results.write_memory(samples, start, point_dir, engine)
-    req = pd.read_parquet(point_dir / "requests.parquet")
-    mem = pd.read_parquet(point_dir / "memory.parquet")
-    summary = summarize(req, mem, meta, meta.get("choices", {}))
-    results.write_summary(summary, point_dir)
-    with contextlib.suppress(KeyError):
-        meta["summary"] = {k: summary[k] for k in ("idle_device_gib", "peak_device_gib",
-                                                   "e2e_p50_s", "failed", "slo_attainment",
-                                                   "goodput_req_per_s")}
-    point_record.write(meta, point_dir)
-
-
-def exit_text(rc: int) -> str:
-    """What a point process's exit status says: killed by which signal, or its code."""
-    if rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = f"signal {-rc}"
-        why = " (the OOM killer sends it too)" if -rc == signal.SIGKILL else ""
-        return f"point process killed by {name}{why}"
-    return f"point process exited with code {rc}"
-
-
-def salvage(cfg: Config, point_dir: Path, meta: dict[str, Any], rc: int) -> dict[str, Any]:
-    """A point whose process ended without recording its end (killed, say): `failed` with
-    why, and the rows and samples it journaled folded into its Parquet files and summary.
-    Without journals (its process died before opening them) only its record and summary
-    are marked."""
-    error = exit_text(rc)
-    if not journal.exists(point_dir):
-        return point_record.mark_failed(point_dir, meta, error)
-    rows, samples = journal.read_rows(point_dir), journal.read_samples(point_dir)
-    last = max([s.time for s in samples] + [r.end_time or 0.0 for r in rows], default=0.0)
-    meta.update(status="failed", error=f"{error}; what it measured until then is kept")
-    meta.setdefault("end_time", last or time.time())
-    if meta.get("workload_start") and not meta.get("workload_end"):
-        meta["workload_end"] = meta["end_time"]
-    start = meta.get("clock_start") or min([s.time for s in samples], default=0.0)
-    try:
-        write_point(point_dir, rows, samples, meta, start,
-                    {i.name: i.slo for i in resolve_instances(cfg)})
-    except OSError as e:  # disk full: the journals stay, `load` reads them
-        meta["error"] += f"; its Parquet files could not be written ({e})"
-        with contextlib.suppress(OSError):
-            point_record.write(meta, point_dir)
-        return meta
-    journal.remove(point_dir)
     return meta

@@ -4,7 +4,7 @@ While a point runs, every finished request row goes to `requests.jsonl` and ever
 tick to `memory.jsonl`; a background thread flushes both every `FLUSH_S`, so a point whose
 process is killed (SIGKILL, the OOM killer) loses at most the last second of measurements.
 At its end the point folds them into the Parquet files (store.py) and removes them; the
-sweep folds the journals of a point whose process died (`kvexp.point.runner.salvage`), and
+sweep folds the journals of a point whose process died (`fold.salvage`), and
 `load` reads them where nobody could. A half-written last line (the kill came mid-write)
 is skipped.
 """

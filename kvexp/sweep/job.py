@@ -151,7 +151,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
     meta["job_end"] = time.time()  # with job_start: the point's whole wall time, sweep side
     point_record.write(meta, point_dir)
     if rc != 0 and meta.get("status") not in ("failed",):  # killed: fold its journals
-        from kvexp.point.runner import salvage
+        from kvexp.results.fold import salvage
 
         meta = salvage(conf, point_dir, meta, rc)
     if key is not None:

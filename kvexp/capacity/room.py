@@ -1,8 +1,8 @@
 """Does a point's set of instances fit in device memory at all? Asked before any server
 starts, with the sim's memory model (kvexp/engines/sim/memory.py) of the planning device
-(`engine.sim.gpu`, its `engine.sim.calibration` applied): a static split whose pools cannot hold one max_model_len sequence, or
-kvcached instances whose idle footprints leave no room for one, is an answer ("no room"),
-not a point to run."""
+(`engine.sim.gpu`, its `engine.sim.calibration` applied): a static split whose pools cannot
+hold one max_model_len sequence, or kvcached instances whose idle footprints leave no room
+for one, is an answer ("no room"), not a point to run."""
 
 from __future__ import annotations
 

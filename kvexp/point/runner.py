@@ -2,12 +2,13 @@
 
 Runs inside the point's own subprocess (`python -m kvexp.point DIR`). Whatever
 happens (a server dies, a request fails, Ctrl-C), every server it started is
-stopped and everything measured so far is written.
+stopped and everything measured so far is written. Rows and samples are journaled as
+they come (kvexp/results/journal.py): if the process is killed outright, the sweep
+folds what it measured until then (kvexp/results/fold.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -17,18 +18,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from kvexp import engines, results, safety
+from kvexp import engines, safety
 from kvexp.clock import Clock
 from kvexp.config import Config, ResolvedInstance, resolve_instances
 from kvexp.engines import launch
 from kvexp.engines.base import LaunchSpec
 from kvexp.engines.servers import AttachedServer, Server, ServerError, error_text
 from kvexp.kvcached_segment import KvcachedNotActive, set_limit, wait_for_segments
-from kvexp.results import point_record
+from kvexp.results import journal, point_record
+from kvexp.results.fold import write_point
 from kvexp.results.records import InstanceHandle, RequestRow, Sample
-from kvexp.results.summary import summarize
 from kvexp.signals import ignore_interrupts
 
 GIB = 2**30
@@ -140,6 +139,12 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
     samples: list[Sample] = []
     group = None
     attach = read_attach(point_dir)
+    jour = journal.Journal(point_dir)
+
+    def on_row(row: RequestRow) -> None:
+        rows.append(row)
+        jour.row(row)
+
     try:
         if attach is None:
             device_path = launch.device_path(cfg, point_dir)
@@ -156,7 +161,8 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         point_record.write(meta, point_dir)
         gpus = (attach or {}).get("gpus") or meta.get("gpus")
         source, source_name = _device_source(cfg, device_path, gpus[0] if gpus else None)
-        group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock)
+        group = SamplerGroup(build_samplers(cfg.sampler, handles, source, source_name), clock,
+                             sink=jour.samples)
         group.start()
         if attach is None:
             meta["launch_time"] = clock.now()
@@ -190,7 +196,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
         run_workload(
             schedule, {h.name: h for h in handles}, clock,
             wait_for_wave=chains_waves(w), wave_gap_s=w.idle_s,
-            timeout_s=w.request_timeout_s, on_row=rows.append,
+            timeout_s=w.request_timeout_s, on_row=on_row,
         )
         meta["workload_end"] = clock.now()
         _check_alive(servers)
@@ -221,24 +227,8 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             samples = group.samples()
         if attach is None:  # shared servers are the sweep's to stop
             launch.stop_servers(servers, cfg.engine.stop_timeout_s)
+        jour.close()
         write_point(point_dir, rows, samples, meta, clock.start,
                     {i.name: i.slo for i in insts})
+        jour.remove()  # folded into the Parquet files
     return meta
-
-
-def write_point(
-    point_dir: Path, rows: list[RequestRow], samples: list[Sample], meta: dict[str, Any],
-    start: float, slos: dict[str, Any] | None = None,
-) -> None:
-    engine = str(meta.get("engine") or "")
-    results.write_requests(rows, point_dir, slos, engine)
-    results.write_memory(samples, start, point_dir, engine)
-    req = pd.read_parquet(point_dir / "requests.parquet")
-    mem = pd.read_parquet(point_dir / "memory.parquet")
-    summary = summarize(req, mem, meta, meta.get("choices", {}))
-    results.write_summary(summary, point_dir)
-    with contextlib.suppress(KeyError):
-        meta["summary"] = {k: summary[k] for k in ("idle_device_gib", "peak_device_gib",
-                                                   "e2e_p50_s", "failed", "slo_attainment",
-                                                   "goodput_req_per_s")}
-    point_record.write(meta, point_dir)

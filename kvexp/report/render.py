@@ -6,7 +6,6 @@ figures embedded), one PNG per figure, and points.csv / comparison.csv for furth
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +28,7 @@ from kvexp.report.tables import (
     tutorial_lines,
 )
 from kvexp.results import Results, load
+from kvexp.results.jsonfile import write_text_atomic
 
 __all__ = ["DEFINITIONS", "print_summary", "render_report"]
 
@@ -126,9 +126,7 @@ def _markdown(title: str, page: Page, out: Path) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)  # no half-written or temp file left on a full disk
 
 
 def report_catalog(results: Results) -> pd.DataFrame:

@@ -6,12 +6,13 @@ A point folder holds:
   requests.parquet one row per request (failed ones included)
   memory.parquet   timestamped samples (source, instance, metric, value), long format
   summary.parquet  one row: the point's config choices and headline figures
+  requests.jsonl, memory.jsonl  while the point runs: its journals (journal.py), folded
+                   into the Parquet files at its end
   logs/            server logs
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kvexp.results.jsonfile import write_json
+from kvexp.results.jsonfile import atomic_path, write_json
 from kvexp.results.records import RequestRow, Sample
 
 __all__ = ["write_json"]  # one JSON writer: jsonfile.py
@@ -64,25 +65,23 @@ MEMORY_SCHEMA = pa.schema(
 )
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
-def write_requests(rows: list[RequestRow], point_dir: Path,
-                   slos: dict[str, Any] | None = None, engine: str = "") -> None:
-    """requests.parquet; `slo_ok` against each instance's SloConfig in `slos` (none: ok);
-    every row carries the point's `engine`."""
+def requests_table(rows: list[RequestRow], slos: dict[str, Any] | None = None,
+                   engine: str = "") -> pa.Table:
+    """The rows as REQUESTS_SCHEMA; `slo_ok` against each instance's SloConfig in `slos`
+    (none: ok); every row carries the point's `engine`."""
     from kvexp.results.slo import meets_slo
 
     data = [{**asdict(r), "slo_ok": meets_slo(r, (slos or {}).get(r.instance)),
              "engine": engine} for r in rows]
-    table = pa.Table.from_pylist(data, schema=REQUESTS_SCHEMA)
-    _atomic_write_table(table, point_dir / "requests.parquet")
+    return pa.Table.from_pylist(data, schema=REQUESTS_SCHEMA)
 
 
-def write_memory(samples: list[Sample], start: float, point_dir: Path, engine: str = "") -> None:
-    """memory.parquet, long format; every row carries the point's `engine`."""
+def memory_table(samples: list[Sample], start: float, engine: str = "") -> pa.Table:
+    """The samples as MEMORY_SCHEMA (long format); `t_s` counts from `start`."""
     cols: dict[str, list] = {name: [] for name in MEMORY_SCHEMA.names}
     for s in samples:
         cols["time"].append(s.time)
@@ -92,7 +91,18 @@ def write_memory(samples: list[Sample], start: float, point_dir: Path, engine: s
         cols["metric"].append(s.metric)
         cols["value"].append(float(s.value))
         cols["engine"].append(engine)
-    _atomic_write_table(pa.table(cols, schema=MEMORY_SCHEMA), point_dir / "memory.parquet")
+    return pa.table(cols, schema=MEMORY_SCHEMA)
+
+
+def write_requests(rows: list[RequestRow], point_dir: Path,
+                   slos: dict[str, Any] | None = None, engine: str = "") -> None:
+    """requests.parquet (see `requests_table`)."""
+    _atomic_write_table(requests_table(rows, slos, engine), point_dir / "requests.parquet")
+
+
+def write_memory(samples: list[Sample], start: float, point_dir: Path, engine: str = "") -> None:
+    """memory.parquet (see `memory_table`)."""
+    _atomic_write_table(memory_table(samples, start, engine), point_dir / "memory.parquet")
 
 
 def write_summary(summary: dict[str, Any], point_dir: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 from kvexp.clock import Clock
@@ -35,11 +35,17 @@ class SamplerGroup:
     Ticks follow a fixed grid (start + k * interval), so they do not drift; a tick that
     overruns skips the grid points it missed. A sampler that raises is logged once as a
     warning (later errors are counted, at debug level) and keeps being called.
+
+    `sink`, if given, gets each tick's samples as they come (the point's journal), so they
+    outlive a process that is killed; a sink that raises is logged once, like a sampler.
     """
 
-    def __init__(self, samplers: Iterable[Sampler], clock: Clock) -> None:
+    def __init__(self, samplers: Iterable[Sampler], clock: Clock,
+                 sink: Callable[[list[Sample]], None] | None = None) -> None:
         self.samplers: list[Sampler] = list(samplers)
         self.clock = clock
+        self.sink = sink
+        self._sink_failed = False
         self._lock = threading.Lock()
         self._samples: list[Sample] = []
         self._errors: dict[int, int] = {}
@@ -144,3 +150,10 @@ class SamplerGroup:
         if got:
             with self._lock:
                 self._samples.extend(got)
+            if self.sink is not None:
+                try:
+                    self.sink(got)
+                except Exception as e:
+                    if not self._sink_failed:
+                        log.warning("sample sink raised %r; samples stay in memory", e)
+                    self._sink_failed = True

@@ -5,8 +5,9 @@ Subcommands: `python -m kvexp report DIR` (render a report), `python -m kvexp re
 (re-run a sweep into its folder: finished points are kept, the others run again),
 `python -m kvexp top` (live view of kvcached instances; `top limit NAME SIZE` sets a limit).
 
-Exit codes: 0 all points ok, 1 a point failed, 2 refused before anything started (bad
-config), 130 interrupted by Ctrl-C, 143 by SIGTERM.
+Exit codes: 0 all points ok, 1 a point failed or the report could not be rendered, 2
+refused before anything started (bad config, an unwritable output folder), 130 interrupted
+by Ctrl-C, 143 by SIGTERM.
 """
 
 from __future__ import annotations

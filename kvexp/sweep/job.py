@@ -20,6 +20,7 @@ from kvexp.config import Config, ConfigError, config_hash, resolve_instances, to
 from kvexp.engines.choice import choose_engine
 from kvexp.engines.servers import die_with_parent, error_text
 from kvexp.results import point_record, write_json
+from kvexp.results.jsonfile import write_text_atomic
 from kvexp.results.point_record import label_of, mark_failed
 from kvexp.signals import ignore_interrupts
 from kvexp.sweep.gpu_slots import GpuSlotError, gpu_env, point_gpus
@@ -126,7 +127,7 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
     print(f"[kvexp] point {point_dir.name} ({label}): engine={kind}: {reason}", flush=True)
     meta.update(engine=kind, engine_reason=reason, config_hash=digest)
     meta["choices"] = choices(conf, meta, groups)
-    OmegaConf.save(OmegaConf.create(asdict(conf)), point_dir / "config.yaml")
+    write_text_atomic(point_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(asdict(conf))))
     point_record.write(meta, point_dir)
     if key is None:
         POOL.close()  # servers of earlier points are not this point's
@@ -149,8 +150,10 @@ def run_job(cfg: DictConfig, point_dir: Path, overrides: list[str],
     meta = point_record.read_dict(point_dir) or meta
     meta["job_end"] = time.time()  # with job_start: the point's whole wall time, sweep side
     point_record.write(meta, point_dir)
-    if rc != 0 and meta.get("status") not in ("failed",):
-        meta = mark_failed(point_dir, meta, f"point process exited with code {rc}")
+    if rc != 0 and meta.get("status") not in ("failed",):  # killed: fold its journals
+        from kvexp.results.fold import salvage
+
+        meta = salvage(conf, point_dir, meta, rc)
     if key is not None:
         POOL.after_point(point_dir, meta)
     return meta

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kvexp.config import Config, ConfigError, config_hash, resolve_instances, to_config
 from kvexp.results import point_record, write_json
+from kvexp.results.jsonfile import write_text_atomic
 from kvexp.results.point_record import label_of
 from kvexp.signals import ignore_interrupts
 from kvexp.sweep import folder_lock
@@ -171,12 +172,12 @@ class ValidatingSweeper(BasicSweeper):
                 raise SweepRefused(
                     f"{sweep_dir} holds another sweep; resume needs the same sweep "
                     "(or use a new hydra.sweep.dir):\n  - " + "\n  - ".join(problems))
-        except (SweepRefused, folder_lock.FolderInUse) as exc:
+        except (SweepRefused, folder_lock.FolderRefused) as exc:
             print(f"[kvexp] sweep refused, nothing was started:\n{exc}", file=sys.stderr)
             raise SystemExit(2) from None
         self.overrides = [[p.overrides for p in points]]
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        write_text_atomic(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
         write_json({"planned": [p.__dict__ for p in points], "time": time.time()},
                            sweep_dir / "sweep.json")
         SWEEP["dir"] = sweep_dir

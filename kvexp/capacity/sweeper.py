@@ -83,7 +83,7 @@ class CapacitySweeper(BasicSweeper):
             refuse("\n".join(f"  - {p}" for p in problems))
         try:
             folder_lock.hold(sweep_dir)
-        except folder_lock.FolderInUse as exc:
+        except folder_lock.FolderRefused as exc:
             refuse(str(exc))
         SWEEP["dir"] = sweep_dir
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

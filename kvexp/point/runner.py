@@ -190,6 +190,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             schedule, {h.name: h for h in handles}, clock,
             wait_for_wave=chains_waves(w), wave_gap_s=w.idle_s,
             timeout_s=w.request_timeout_s, on_row=rows.append,
+            continuous_usage_stats=w.continuous_usage_stats,
         )
         meta["workload_end"] = clock.now()
         _check_alive(servers)

@@ -151,6 +151,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             meta["server_reused"] = bool(attach["reused"])
             meta["server_launch_time"] = attach["launch_time"]
             meta["server_ready_time"] = attach["ready_time"]
+            meta["start_kv_held_bytes"] = attach.get("start_kv_held_bytes")
             meta["gpus"] = attach.get("gpus")
             meta["servers"] = [server_record(s.spec, shared=True) for s in servers]
             handles.extend(s.handle() for s in servers)

@@ -10,11 +10,11 @@ gap), TPOT and E2E, then each pair's kvexp/vLLM ratio and the median ratio over 
     python benchmarks/driver_vs_vllm.py --url http://127.0.0.1:8000 --model NAME \\
         --tokenizer MODEL_DIR --vllm "python3 -m vllm.entrypoints.cli.main"
     # here: starts the CPU vLLM of .venv-vllm on the `tiny` model shape first
-    .venv/bin/python benchmarks/driver_vs_vllm.py --cpu
+    .venv/bin/python benchmarks/driver_vs_vllm.py --cpu [--vllm-python PATH/bin/python]
 
 kvexp's side is `run_workload` with the `poisson` schedule (what a sweep point runs);
 vLLM's side is `vllm bench serve --dataset-name random --burstiness 1 --save-detailed`.
-Definitions compared (README, "Definitions"): TTFT = sent -> first chunk with choices;
+Definitions compared (README, "Latency definitions"): TTFT = sent -> first chunk with choices;
 ITL = gaps between chunks with choices; E2E = sent -> last chunk with choices;
 TPOT = (E2E - TTFT) / (output tokens - 1).
 """
@@ -118,11 +118,11 @@ def run_vllm(url: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
     return summarize_vllm(out)
 
 
-def start_cpu_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """The CPU vLLM of .venv-vllm on an offline `tiny` model folder, on a free port."""
-    py = ROOT / ".venv-vllm" / "bin" / "python"
+def start_cpu_server(tmp: Path, py: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """The CPU vLLM of `py` (a .venv-vllm python) on an offline `tiny` model folder, on a
+    free port."""
     if not py.exists():
-        sys.exit(f"no CPU vLLM at {py}: run scripts/setup.sh")
+        sys.exit(f"no CPU vLLM at {py}: run scripts/setup.sh, or pass --vllm-python")
     subprocess.run([sys.executable, "-m", "kvexp.models", "tiny", "--out", str(tmp)],
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     model_dir = tmp / "tiny"
@@ -176,8 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpu", action="store_true", help="start the CPU vLLM (tiny model)")
     ap.add_argument("--model", default="tiny", help="served model name")
     ap.add_argument("--tokenizer", type=Path, help="model folder (vLLM's client tokenizer)")
-    ap.add_argument("--vllm", default=f"{ROOT}/.venv-vllm/bin/python {HERE}/vllm_cli.py",
-                    help="command that runs vLLM's CLI")
+    ap.add_argument("--vllm-python", type=Path, default=ROOT / ".venv-vllm" / "bin" / "python",
+                    help="the CPU vLLM's python (--cpu, and the default --vllm)")
+    ap.add_argument("--vllm", help="command that runs vLLM's CLI (default: --vllm-python "
+                    "benchmarks/vllm_cli.py)")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--rate", type=float, default=8.0)
     ap.add_argument("--num", type=int, default=200)
@@ -191,11 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.client_only:
         kvexp_client(args.url, args.model, args.client_only, args)
         return
+    if args.vllm is None:
+        args.vllm = f"{shlex.quote(str(args.vllm_python))} {shlex.quote(str(HERE / 'vllm_cli.py'))}"
     tmp = args.out or Path(tempfile.mkdtemp(prefix="kvexp-vs-vllm-"))
     tmp.mkdir(parents=True, exist_ok=True)
     proc = None
     if args.cpu:
-        proc, args.url, args.tokenizer = start_cpu_server(tmp)
+        proc, args.url, args.tokenizer = start_cpu_server(tmp, args.vllm_python)
     if not args.url or not args.tokenizer:
         ap.error("--url and --tokenizer are needed (or --cpu)")
     try:

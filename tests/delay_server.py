@@ -4,15 +4,17 @@ Behaviour comes from the server's defaults, overridden per request by `[key=valu
 in the prompt text, e.g. "hello [ttft=0.2 itl=0.01 n=8 tpe=2]" or "[fail=500]".
 
 Keys: ttft (s), itl (s between content events), n (tokens generated unless max_tokens is
-smaller; with ignore_eos, exactly max_tokens), tpe (tokens per event), usage (0/1:
-continuous usage stats), fail, after (content events before a mid-stream failure).
+smaller; with ignore_eos, exactly max_tokens), tpe (tokens per event), usage (0/1: usage
+on every chunk; default: as the request's stream_options.continuous_usage_stats), fail,
+after (content events before a mid-stream failure).
 fail: a status code (e.g. 500: JSON error body), close (drop the connection mid-stream),
 hang (never answer), malformed (a bad SSE line), error (an error object in the stream),
 nodone (end the stream without [DONE]).
 
 The server is plain asyncio HTTP/1.1 (keep-alive, chunked encoding), so its own overhead
-stays small next to the driver's. Streams look like vLLM's: a role chunk (chat) at once,
-content chunks every itl after ttft, a finish chunk, a usage-only chunk, then `data: [DONE]`.
+stays small next to the driver's. Streams look like vLLM 0.2x's: content chunks every itl
+after ttft (chat: a role chunk just before the first, as vLLM sends it with its first
+output), finish_reason on the last content chunk, a usage-only chunk, then `data: [DONE]`.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Behaviour:
     itl_s: float = 0.01
     tokens: int = 16
     tokens_per_event: int = 1
-    usage: bool = True
+    usage: bool | None = None  # None: as the request asks
     fail: str = ""
     fail_after: int = 2
 
@@ -155,6 +157,9 @@ class DelayServer:
             text = prompt if isinstance(prompt, str) else ""
             prompt_tokens = len(prompt.split()) if isinstance(prompt, str) else len(prompt)
         b = behaviour_for(text, self.behaviour)
+        if b.usage is None:
+            options = body.get("stream_options") or {}
+            b = replace(b, usage=bool(options.get("continuous_usage_stats")))
         if b.fail.isdigit():
             err = {"message": f"injected failure {b.fail}", "type": "TestError", "code": b.fail}
             writer.write(_response(int(b.fail), json.dumps({"error": err}).encode()))
@@ -206,11 +211,11 @@ class DelayServer:
             return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
         usage = (lambda k: k) if b.usage else (lambda k: None)
-        if chat:
-            yield event([choice("", role=True)], usage(0))
         done, k = 0, 0
         while done < n:
             await _sleep_until(t0 + b.ttft_s + k * b.itl_s)
+            if chat and k == 0:
+                yield event([choice("", role=True)], usage(0))
             if k == b.fail_after and b.fail in ("close", "malformed", "error"):
                 if b.fail == "close":
                     raise ConnectionAbortedError("injected: connection dropped mid-stream")
@@ -225,8 +230,7 @@ class DelayServer:
             text = "".join(f"tok{done + j} " for j in range(step))
             done += step
             k += 1
-            yield event([choice(text)], usage(done))
-        yield event([choice("", finish="length")], usage(done))
+            yield event([choice(text, finish="length" if done >= n else None)], usage(done))
         yield event([], done)
         if b.fail != "nodone":
             yield "data: [DONE]\n\n"

@@ -45,12 +45,14 @@ def test_fast_server_streams_what_the_driver_expects(fast_server: str) -> None:
         RequestSpec(1, "a", 0.0, max_tokens=3, api="chat", prompt="hello there"),
         RequestSpec(2, "a", 0.01, max_tokens=1, api="completions", prompt="x"),
     ]
-    rows = run_workload(specs, {"a": InstanceHandle("a", fast_server, served_model="fast")},
-                        Clock(), progress=False)
+    handles = {"a": InstanceHandle("a", fast_server, served_model="fast")}
+    rows = run_workload(specs, handles, Clock(), progress=False, continuous_usage_stats=True)
     assert [r.ok for r in rows] == [True] * 3, [r.error for r in rows]
     assert [r.completion_tokens for r in rows] == [5, 3, 1]
-    assert rows[0].prompt_tokens == 9 and rows[0].tokens_per_event == [1] * 5
-    assert rows[1].tokens_per_event == [1] * 3 and len(rows[1].itl_s) == 2
+    # every chunk with choices counts (vLLM's client's rule): the separate finish chunk
+    # carries 0 tokens, and so does the chat role chunk
+    assert rows[0].prompt_tokens == 9 and rows[0].tokens_per_event == [1] * 5 + [0]
+    assert rows[1].tokens_per_event == [0, 1, 1, 1, 0] and len(rows[1].itl_s) == 4
     log = server_log(fast_server)
     assert sorted(str(e[0]) for e in log) == ["/v1/chat/completions", "/v1/completions",
                                               "/v1/completions"]

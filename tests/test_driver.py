@@ -39,9 +39,9 @@ def test_timings_match_the_server(server: DelayServer) -> None:
         assert r.ok and r.status == 200 and r.error == ""
         assert ttft <= r.ttft_s < ttft + 0.15
         assert r.first_token_time == pytest.approx(r.sent_time + r.ttft_s)
-        assert len(r.itl_s) == n - 1  # the role chunk and the finish chunk carry no content
+        assert len(r.itl_s) == n  # the role chunk has choices: it counts, as in vLLM
         assert statistics.median(r.itl_s) == pytest.approx(itl, rel=0.3)
-        assert r.tokens_per_event == [1] * n
+        assert r.tokens_per_event == []  # no usage on each chunk unless asked
         assert r.completion_tokens == n and r.prompt_tokens == 4
         expected_e2e = ttft + (n - 1) * itl
         assert expected_e2e <= r.e2e_s < expected_e2e + 0.2
@@ -50,7 +50,7 @@ def test_timings_match_the_server(server: DelayServer) -> None:
         assert r.tpot_s == pytest.approx(itl, rel=0.3)
     body = server.received[-1].body
     assert body["model"] == "test-model" and body["stream"] is True
-    assert body["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+    assert body["stream_options"] == {"include_usage": True}  # what vLLM's client asks
     assert body["messages"] == [{"role": "user", "content": specs[-1].prompt}]
     assert "ignore_eos" not in body and body["max_tokens"] == 64
 
@@ -62,16 +62,18 @@ def test_tokens_per_event_from_usage(server: DelayServer) -> None:
         spec(1, "[tpe=2 n=5 itl=0.03]", api="completions"),
         spec(2, "[tpe=2 n=6 usage=0]"),
     ]
-    r0, r1, r2 = run_workload(specs, inst(server), Clock(), progress=False)
+    r0, r1, r2 = run_workload(specs, inst(server), Clock(), progress=False,
+                              continuous_usage_stats=True)
     body = next(x.body for x in server.received if x.body.get("prompt") == [101] * 7)
     assert body["ignore_eos"] is True and "messages" not in body
+    assert body["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
     assert r0.ok and r0.completion_tokens == 12 and r0.prompt_tokens == 7
     assert r0.tokens_per_event == [1] * 12
     assert r1.ok and r1.tokens_per_event == [2, 2, 1] and len(r1.itl_s) == 2
     assert statistics.median(r1.itl_s) == pytest.approx(0.03, rel=0.3)
     assert r1.tpot_s == pytest.approx((r1.e2e_s - r1.ttft_s) / 4)
-    # without continuous usage every content event counts 1; the final usage still counts
-    assert r2.ok and r2.tokens_per_event == [1, 1, 1] and r2.completion_tokens == 6
+    # a server that leaves usage off the chunks: no per-event counts; the final usage counts
+    assert r2.ok and r2.tokens_per_event == [] and r2.completion_tokens == 6
 
 
 def test_failures_are_rows(server: DelayServer) -> None:

@@ -28,25 +28,55 @@ def server_pids(sweep: Path) -> dict[str, tuple[int, bool]]:
     return out
 
 
-def test_the_sweep_starts_one_server_per_allocator(tmp_path: Path) -> None:
+def test_the_sweep_alternates_allocators_and_shares_within_pairs(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     r = kvexp("-m", *FAST, "allocator=kvcached,static", "burst_size=1,2,3",
               f"hydra.sweep.dir={sweep}", "report=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     pids = server_pids(sweep)
-    assert [reused for _, reused in pids.values()] == [False, True, True, False, True, True]
-    assert len({pid for pid, _ in pids.values()}) == 2
+    # A B B A A B: each burst size sees both allocators, which one goes first alternating
+    assert [reused for _, reused in pids.values()] == [False, False, True, False, True, False]
+    assert len({pid for pid, _ in pids.values()}) == 4
     res = load(sweep)
     s = res.summary.set_index("point")
-    assert list(s["allocator"]) == ["kvcached"] * 3 + ["static"] * 3
-    assert list(s["burst_size"]) == [1, 2, 3] * 2
+    assert list(s["allocator"]) == ["kvcached", "static", "static", "kvcached", "kvcached",
+                                    "static"]
+    assert list(s["burst_size"]) == [1, 1, 2, 2, 3, 3]
     assert set(s["status"]) == {"ok"}
     # Memory was back to idle before every next point: the same idle footprint each time.
     for alloc in ("kvcached", "static"):
         idle = s[s["allocator"] == alloc]["idle_device_gib"]
         assert idle.max() - idle.min() < 0.01, idle
+    assert s[s["allocator"] == "static"]["start_kv_held_gib"].isna().all()
+    assert s[s["allocator"] == "kvcached"]["start_kv_held_gib"].notna().all()
     for p in res.points.itertuples():
         assert p.servers_kept and p.servers_idle_after_s < 30
+    assert_nothing_left(tmp_path, sweep)
+
+
+def test_a_shared_kvcached_server_starts_each_point_at_its_ready_held_bytes(
+        tmp_path: Path) -> None:
+    """kvcached keeps freed pages mapped (up to max_reserved_pages); between points the pool
+    shrinks the segment limit to the ready level, lets one request apply it, and restores it."""
+    sweep = tmp_path / "sweep"
+    wide = ["model.num_attention_heads=16", "model.num_kv_heads=16", "model.head_dim=64",
+            "model.hidden_size=1024"]  # 4 KiB of KV per token and layer: 512 tokens a page
+    r = kvexp("-m", *FAST, *wide, "allocator=kvcached", "workload.waves=1",
+              "workload.max_tokens=200", "workload.ignore_eos=true", "burst_size=8,1",
+              f"hydra.sweep.dir={sweep}", "report=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [reused for _, reused in server_pids(sweep).values()] == [False, True]
+    res = load(sweep)
+    first, second = (json.loads((sweep / p / "point.json").read_text())["start_kv_held_bytes"]
+                     for p in ("0", "1"))
+    page = 2 * 2**20 * OmegaConf.load(sweep / "0" / "config.yaml").model.num_layers
+    held = res.memory[(res.memory["metric"] == "kv_held_bytes")]
+    assert first.keys() == second.keys() and len(first) == 1
+    (name,) = first
+    after_load = held[(held["point"] == "0") & (held["instance"] == name)]["value"].iloc[-1]
+    assert after_load > first[name] + page  # point 0 left more mapped than it started with
+    for name in first:
+        assert abs(second[name] - first[name]) <= page, (first, second)
     assert_nothing_left(tmp_path, sweep)
 
 
@@ -56,8 +86,9 @@ def test_the_config_decides_not_the_order_of_the_overrides(tmp_path: Path) -> No
               f"hydra.sweep.dir={sweep}", "report=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     s = load(sweep).summary.set_index("point")
-    assert list(s["allocator"]) == ["kvcached", "kvcached", "static", "static"]
-    assert len({pid for pid, _ in server_pids(sweep).values()}) == 2
+    assert list(s["allocator"]) == ["kvcached", "static", "static", "kvcached"]
+    assert list(s["burst_size"]) == [1, 1, 2, 2]
+    assert [reused for _, reused in server_pids(sweep).values()] == [False, False, True, False]
 
 
 def test_repeats_and_reuse_servers_false_get_fresh_servers(tmp_path: Path) -> None:
@@ -140,3 +171,23 @@ def test_a_kvcached_server_is_idle_when_its_kv_is_back_to_the_ready_level(
         assert not is_idle(server, 48 * mib, client)  # a request's pages still mapped
         kvcached_segment.remove_segment("kvc_a")
         assert not is_idle(server, 48 * mib, client)  # no segment: not known to be idle
+
+
+def test_shared_server_points_alternate_a_b_b_a() -> None:
+    from kvexp.sweep.sweeper import PlannedPoint, counterbalanced
+
+    def pts(*keys: str | None) -> list[PlannedPoint]:
+        return [PlannedPoint([f"p={i}"], "h", k) for i, k in enumerate(keys)]
+
+    def order(points: list[PlannedPoint], repeats: list[int]) -> list[str]:
+        return [f"{p.server_key}{p.overrides[0][2:]}" for p in counterbalanced(points, repeats)]
+
+    # Hydra's order: all of A, then all of B
+    assert order(pts("A", "A", "A", "B", "B", "B"), [0] * 6) == ["A0", "B3", "B4", "A1", "A2",
+                                                                 "B5"]
+    # three keys, uneven counts: every round reverses the last, ends share servers
+    assert order(pts("A", "A", "B", "C", "C", "C"), [0] * 6) == ["A0", "B2", "C3", "C4", "A1",
+                                                                 "C5"]
+    # each repeat is its own block; points that never share follow their repeat's
+    assert order(pts("A", None, "B", "A2", "B2"), [0, 0, 0, 1, 1]) == ["A0", "B2", "None1",
+                                                                       "A23", "B24"]

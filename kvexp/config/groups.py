@@ -145,6 +145,7 @@ class WorkloadConfig:
     lead_in_s: float = 3.0  # idle time after servers are ready, before the first request
     tail_s: float = 8.0  # idle time after the last request, to see memory released
     request_timeout_s: float = 300.0
+    continuous_usage_stats: bool = False  # usage on every chunk (vLLM's client: off)
     seed: int = 0
 
 

@@ -155,6 +155,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             meta["server_reused"] = bool(attach["reused"])
             meta["server_launch_time"] = attach["launch_time"]
             meta["server_ready_time"] = attach["ready_time"]
+            meta["start_kv_held_bytes"] = attach.get("start_kv_held_bytes")
             meta["gpus"] = attach.get("gpus")
             meta["servers"] = [server_record(s.spec, shared=True) for s in servers]
             handles.extend(s.handle() for s in servers)
@@ -197,6 +198,7 @@ def run_point(cfg: Config, point_dir: Path, meta: dict[str, Any]) -> dict[str, A
             schedule, {h.name: h for h in handles}, clock,
             wait_for_wave=chains_waves(w), wave_gap_s=w.idle_s,
             timeout_s=w.request_timeout_s, on_row=on_row,
+            continuous_usage_stats=w.continuous_usage_stats,
         )
         meta["workload_end"] = clock.now()
         _check_alive(servers)

@@ -40,6 +40,7 @@ class PointRecord:
     server_launch_time: float | None = None
     server_ready_time: float | None = None
     servers_idle_after_s: float | None = None
+    start_kv_held_bytes: dict[str, int] | None = None  # shared kvcached servers, per instance
     servers_kept: bool | None = None
     servers_stopped_because: str | None = None
     job_start: float | None = None

@@ -33,12 +33,12 @@ class RequestRow:
     sent_time: float  # when it was actually sent
     send_lag_s: float  # sent_time - scheduled_time: the load generator's own error
     first_token_time: float | None = None
-    end_time: float | None = None  # last byte received (or failure)
-    ttft_s: float | None = None  # sent -> first event carrying generated text
-    e2e_s: float | None = None  # sent -> last byte
+    end_time: float | None = None  # last chunk with choices (or failure)
+    ttft_s: float | None = None  # sent -> first chunk with choices
+    e2e_s: float | None = None  # sent -> end_time
     tpot_s: float | None = None  # (e2e - ttft) / (completion_tokens - 1)
-    itl_s: list[float] = field(default_factory=list)  # every gap between content events
-    tokens_per_event: list[int] = field(default_factory=list)  # tokens each content event carried
+    itl_s: list[float] = field(default_factory=list)  # every gap between chunks with choices
+    tokens_per_event: list[int] = field(default_factory=list)  # per chunk; continuous usage only
     prompt_tokens: int | None = None  # from the server's usage
     completion_tokens: int | None = None  # from the server's usage
     max_tokens: int = 0

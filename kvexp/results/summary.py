@@ -119,6 +119,8 @@ def summarize(
     row["status"] = meta.get("status", "unknown")
     row["error"] = meta.get("error", "")
     row.update(memory_figures(memory, meta))
+    held = meta.get("start_kv_held_bytes")  # shared kvcached servers: held at the point's start
+    row["start_kv_held_gib"] = _gib(sum(held.values())) if held else math.nan
     row.update(latency_figures(requests, meta))
     row.update(slo_figures(requests, meta))
     row.update(trace_figures(meta))

@@ -15,7 +15,10 @@ results could differ:
 
 Shared servers run in the sweep process; points attach to them (`attach.json` in the
 point folder) instead of starting their own. Between points the pool waits until every server
-is idle again (`is_idle`): no request running or waiting, KV memory at its idle level.
+is idle again (`is_idle`): no request running or waiting, KV memory at its idle level. A
+kvcached server then gives back the pre-mapped pages it kept beyond its ready level
+(`restore_ready_level`), so that every point starts from the same held memory; each point
+records the held bytes it starts from (`start_kv_held_bytes`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -34,12 +38,19 @@ from kvexp import engines
 from kvexp.config import Config, digest, point_side_keys, resolve_instances
 from kvexp.engines import launch
 from kvexp.engines.servers import Server
-from kvexp.kvcached_segment import read_segment
+from kvexp.kvcached_segment import (
+    InstanceSegments,
+    group_names,
+    read_groups,
+    read_segment,
+    set_limit,
+)
 from kvexp.results import point_record
 from kvexp.results.point_record import mark_failed
 from kvexp.sweep.gpu_slots import gpu_env, point_gpus
 
 IDLE_TIMEOUT_S = 60.0
+MIN_PAGE_BYTES = 2 * 2**20  # kvcached's smallest page (KVCACHED_PAGE_SIZE_MB = 2)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health/metrics poll
 
 
@@ -82,6 +93,64 @@ def is_idle(server: Server, kv_baseline: int | None, client: httpx.Client) -> bo
     return True
 
 
+def page_bytes(*states: InstanceSegments) -> int:
+    """One kvcached page step: the largest step every used/prealloc figure is a multiple of
+    (at least 2 MiB)."""
+    values = [v for st in states for seg in st.groups.values()
+              for v in (seg.used_bytes, seg.prealloc_bytes) if v > 0]
+    return max(MIN_PAGE_BYTES, math.gcd(*values)) if values else MIN_PAGE_BYTES
+
+
+def _excess(now: InstanceSegments, ready: InstanceSegments, page: int) -> int:
+    """Held bytes above the ready level, beyond one page of tolerance (0: back)."""
+    over = now.total.held_bytes - ready.total.held_bytes
+    return over if over > page else 0
+
+
+def _nudge(server: Server, client: httpx.Client) -> None:
+    """One one-token completion: kvcached applies a changed limit at its next allocation."""
+    body = {"model": server.spec.served_model, "prompt": "hi", "max_tokens": 1}
+    client.post(server.base_url + "/v1/completions", json=body, timeout=30).raise_for_status()
+
+
+def restore_ready_level(server: Server, ready: InstanceSegments, kv_baseline: int | None,
+                        client: httpx.Client) -> str:
+    """Bring an idle kvcached server's held KV memory back to its level at ready ("" when
+    it is, within one page; else why not). kvcached keeps up to max_reserved_pages freed
+    pages mapped; a segment limit under what it holds makes it unmap them at its next
+    allocation (`kvctl limit` does the same), so: limit each group to its ready level,
+    send one one-token request, wait for idle, and put the limits back."""
+    name = server.spec.ipc_name
+    if not name or not ready.groups:
+        return ""
+    names = group_names(name)
+    now = read_groups(name, names=names)
+    page = page_bytes(ready, now)
+    if not _excess(now, ready, page):
+        return ""
+    limits = {g: seg.limit_bytes for g, seg in now.groups.items()}
+    try:
+        for g, seg in ready.groups.items():
+            if g in names and g in now.groups:
+                set_limit(names[g], max(seg.held_bytes, now.groups[g].used_bytes))
+        _nudge(server, client)
+        t0 = time.monotonic()
+        while not is_idle(server, kv_baseline, client):
+            if time.monotonic() - t0 > IDLE_TIMEOUT_S:
+                return f"not idle {IDLE_TIMEOUT_S:g} s after the limit shrink"
+            time.sleep(0.05)
+    except httpx.HTTPError as e:
+        return f"the request that applies the limit failed: {e}"
+    finally:
+        for g, limit in limits.items():
+            with contextlib.suppress(OSError):
+                set_limit(names[g], limit)
+    now = read_groups(name, names=names)
+    over = _excess(now, ready, page_bytes(ready, now))
+    return (f"kvcached held {now.total.held_bytes} B, {over} B over its ready level"
+            if over else "")
+
+
 class ServerPool:
     """The servers of the current key, kept from one point to the next."""
 
@@ -92,12 +161,13 @@ class ServerPool:
         self.stop_timeout_s = 20.0
         self._gpus = contextlib.ExitStack()  # the GPUs the shared servers hold
         self.kv_baseline: dict[str, int] = {}  # kvcached used bytes at ready, per instance
+        self.kv_ready: dict[str, InstanceSegments] = {}  # kvcached segments at ready
         atexit.register(self.close)
 
     def attach(self, cfg: Config, key: str, sweep_dir: Path, owner: str = "") -> dict[str, Any]:
         """Running servers for `cfg` (started now if the key changed): attach.json's content."""
         if key == self.key and all(s.exit_code() is None for s in self.servers):
-            return {**self.info, "reused": True}
+            return {**self.info, "reused": True, "start_kv_held_bytes": self.held_now()}
         self.close()
         home = sweep_dir / ".servers" / key
         self.key, self.stop_timeout_s = key, cfg.engine.stop_timeout_s
@@ -112,6 +182,8 @@ class ServerPool:
             raise
         self.kv_baseline = {s.spec.name: seg.used_bytes for s in self.servers
                             if s.spec.ipc_name and (seg := read_segment(s.spec.ipc_name))}
+        self.kv_ready = {s.spec.name: read_groups(s.spec.ipc_name) for s in self.servers
+                         if s.spec.ipc_name}
         self.info = {
             "key": key,
             "gpus": gpus,
@@ -121,7 +193,12 @@ class ServerPool:
             "servers": [{**asdict(s.spec), "pid": s.proc.pid if s.proc else None,
                          "log_path": str(s.log_path)} for s in self.servers],
         }
-        return {**self.info, "reused": False}
+        return {**self.info, "reused": False, "start_kv_held_bytes": self.held_now()}
+
+    def held_now(self) -> dict[str, int]:
+        """Each kvcached instance's held KV bytes (used + prealloc, all groups) now."""
+        return {s.spec.name: read_groups(s.spec.ipc_name).total.held_bytes
+                for s in self.servers if s.spec.ipc_name}
 
     def after_point(self, point_dir: Path, meta: dict[str, Any]) -> None:
         """Keep the servers for the next point only if this one ended well and they are idle."""
@@ -143,6 +220,13 @@ class ServerPool:
                         keep, why = False, f"not idle {IDLE_TIMEOUT_S:g} s after the point"
                         break
                     time.sleep(0.2)
+                for s in self.servers if keep else ():
+                    ready = self.kv_ready.get(s.spec.name, InstanceSegments(""))
+                    why = restore_ready_level(s, ready, self.kv_baseline.get(s.spec.name),
+                                              client)
+                    if why:
+                        keep = False
+                        break
             meta["servers_idle_after_s"] = round(time.monotonic() - t0, 3)
         meta["servers_kept"] = keep
         if not keep:
@@ -155,6 +239,7 @@ class ServerPool:
         with contextlib.suppress(Exception):
             launch.stop_servers(self.servers, self.stop_timeout_s)
         self.servers, self.key, self.info = [], None, {}
+        self.kv_baseline, self.kv_ready = {}, {}
         self._gpus.close()
 
 

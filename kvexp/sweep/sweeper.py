@@ -114,12 +114,31 @@ def plan(jobs: list[list[str]], configs: list[DictConfig], reuse: bool,
         problems += unread_keys(jobs, confs, varying)
     if problems:
         raise SweepRefused("\n".join(problems))
-    if reuse:  # stable: first appearance of each server key keeps its place
-        first: dict[str | None, int] = {}
-        for i, p in enumerate(points):
-            first.setdefault(p.server_key, i)
-        points.sort(key=lambda p: first[p.server_key])
+    if reuse:
+        points = counterbalanced(points, [c.repeat for c in confs])
     return points
+
+
+def counterbalanced(points: list[PlannedPoint], repeats: list[int]) -> list[PlannedPoint]:
+    """Shared-server order, A B B A: within each repeat, the i-th point of every server key
+    (keys in order of first appearance) forms round i, and odd rounds run the keys in
+    reverse. Allocators (any server keys) then alternate in time instead of all-A-then-all-B,
+    and the last point of a round shares its servers with the first of the next. Points that
+    never share (key None) follow their repeat's shared ones, in their own order."""
+    out: list[PlannedPoint] = []
+    for rep in dict.fromkeys(repeats):
+        mine = [p for p, r in zip(points, repeats, strict=True) if r == rep]
+        by_key: dict[str, list[PlannedPoint]] = {}
+        for p in mine:
+            if p.server_key is not None:
+                by_key.setdefault(p.server_key, []).append(p)
+        keys = list(by_key)
+        for i in range(max((len(v) for v in by_key.values()), default=0)):
+            for k in keys if i % 2 == 0 else keys[::-1]:
+                if i < len(by_key[k]):
+                    out.append(by_key[k][i])
+        out += [p for p in mine if p.server_key is None]
+    return out
 
 
 def check_resume(sweep_dir: Path, points: list[PlannedPoint]) -> list[str]:

@@ -1,15 +1,7 @@
 """Streaming load driver: sends a schedule to OpenAI-compatible servers and measures each request.
 
-Definitions (README, "Definitions"); every time comes from `Clock.now()`, taken as each SSE
-line (other than the blank lines between events) is parsed:
-
-- TTFT: sent -> first event carrying generated text, reasoning text or token ids.
-- ITL: every gap between consecutive content events (all samples kept).
-- tokens_per_event: the rise of usage.completion_tokens since the previous content event
-  (continuous usage stats); 1 when the event has no usage.
-- E2E: sent -> last line received (for a failure: sent -> the failure).
-- TPOT: (E2E - TTFT) / (completion_tokens - 1), ok requests with completion_tokens > 1.
-- prompt/completion tokens: the last usage seen.
+The request body is built in `request`, each reply is parsed in `stream` (which states the
+latency definitions: vLLM's benchmark client's), and this module runs the schedule.
 
 Scheduling: a request is due at `start + at_s`. With `wait_for_wave`, waves run in order of
 their index: wave 0 is due at `start + min(at_s of wave 0)`; wave k > 0 is due at the latest
@@ -35,116 +27,17 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from kvexp.clock import Clock
 from kvexp.results.records import InstanceHandle, RequestRow, RequestSpec
 from kvexp.workloads.http11 import Client, ConnectError, Origin, ProtocolError, Response
+from kvexp.workloads.progress import Bar
+from kvexp.workloads.request import ENDPOINTS, request_body
+from kvexp.workloads.stream import StreamError, StreamParser, finish
 
 log = logging.getLogger(__name__)
 
 ERROR_BODY_CHARS = 500
-ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
-
-
-class StreamError(Exception):
-    """The server answered, but not with a good stream: bad status, bad SSE, error event."""
-
-
-def request_body(spec: RequestSpec, instance: InstanceHandle) -> dict[str, Any]:
-    """The JSON body of a spec's streaming request."""
-    body: dict[str, Any] = {
-        "model": instance.served_model,
-        "max_tokens": spec.max_tokens,
-        "temperature": spec.temperature,
-        "stream": True,
-        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-    }
-    if spec.ignore_eos:
-        body["ignore_eos"] = True
-    if spec.api == "chat":
-        if spec.prompt is None:
-            raise ValueError(f"request {spec.request_id}: the chat API needs a text prompt")
-        body["messages"] = [{"role": "user", "content": spec.prompt}]
-    elif spec.api == "completions":
-        prompt = spec.prompt_token_ids if spec.prompt_token_ids is not None else spec.prompt
-        if prompt is None:
-            raise ValueError(f"request {spec.request_id}: no prompt")
-        body["prompt"] = prompt
-    else:
-        raise ValueError(f"request {spec.request_id}: unknown api {spec.api!r}")
-    return body
-
-
-def _has_content(obj: dict[str, Any]) -> bool:
-    for choice in obj.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        if choice.get("text") or choice.get("token_ids"):
-            return True
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and (
-            delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
-        ):
-            return True
-    return False
-
-
-def _error_text(err: Any) -> str:
-    if isinstance(err, dict):
-        msg = err.get("message") or json.dumps(err)
-        code = err.get("code") or err.get("type")
-        return f"{msg} ({code})" if code else str(msg)
-    return str(err)
-
-
-class _SseState:
-    """Where one stream's parse stands."""
-
-    __slots__ = ("done", "last_content", "tokens_at_last_content")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.last_content: float | None = None
-        self.tokens_at_last_content = 0
-
-
-def _excerpt(value: str) -> str:
-    return value[:200]
-
-
-class _Bar:
-    """A rich progress bar (total, done, failed); a no-op when disabled."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.failed = 0
-        self._progress: Progress | None = None
-        if enabled:
-            self._progress = Progress(
-                TextColumn("requests"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[failed]} failed"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                refresh_per_second=4,
-            )
-            self._task = self._progress.add_task("requests", total=total, failed=0)
-
-    def __enter__(self) -> _Bar:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def done(self, ok: bool) -> None:
-        self.failed += not ok
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, failed=self.failed)
+__all__ = ["ENDPOINTS", "StreamError", "drive", "request_body", "run_workload"]
 
 
 T = TypeVar("T")
@@ -170,7 +63,8 @@ class _Runner:
         clock: Clock,
         timeout_s: float,
         on_row: Callable[[RequestRow], None] | None,
-        bar: _Bar,
+        bar: Bar,
+        continuous_usage_stats: bool = False,
     ) -> None:
         self.client = client
         self.instances = instances
@@ -180,10 +74,13 @@ class _Runner:
         self.on_row = on_row
         self.bar = bar
         self.rows: list[RequestRow] = []
+        self.continuous_usage_stats = continuous_usage_stats
 
     def encode(self, spec: RequestSpec) -> bytes:
         """The request's JSON body, ready to send."""
-        return json.dumps(request_body(spec, self.instances[spec.instance])).encode()
+        body = request_body(spec, self.instances[spec.instance],
+                            continuous_usage_stats=self.continuous_usage_stats)
+        return json.dumps(body).encode()
 
     async def run(self, spec: RequestSpec, due: float, content: bytes) -> RequestRow:
         """Send now (the caller starts this at `due`) and measure the reply."""
@@ -234,67 +131,13 @@ class _Runner:
 
     async def _read(self, resp: Response, row: RequestRow) -> None:
         """Parse the SSE stream into the row's timings and token counts."""
-        state = _SseState()
-        rest = b""
+        parser = StreamParser(row, self.clock)
         async for data in resp.chunks():
-            lines = (rest + data).split(b"\n") if rest else data.split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                if line and line != b"\r":  # blank lines only separate events
-                    self._line(line, row, state)
-        if rest.strip():
-            self._line(rest, row, state)
-        if not state.done:
-            raise StreamError("stream ended before [DONE]")
-
-    def _line(self, line: bytes, row: RequestRow, state: _SseState) -> None:
-        """One SSE line: its time, and what a data event says."""
-        now = self.clock.now()
-        row.end_time = now
-        field, _, raw = line.partition(b":")
-        if field != b"data":
-            return  # a comment or another SSE field
-        value = raw.decode(errors="replace").strip()  # str: json.loads skips its sniffing
-        if value == "[DONE]":
-            state.done = True
-            return
-        try:
-            obj = json.loads(value)
-        except ValueError as e:
-            raise StreamError(f"malformed SSE event ({e}): {_excerpt(value)!r}") from None
-        if not isinstance(obj, dict):
-            raise StreamError(f"malformed SSE event (not an object): {_excerpt(value)!r}")
-        if obj.get("error") or obj.get("object") == "error":
-            raise StreamError(f"error in stream: {_error_text(obj.get('error') or obj)}")
-        usage = obj.get("usage")
-        completion = None
-        if isinstance(usage, dict):
-            if usage.get("prompt_tokens") is not None:
-                row.prompt_tokens = int(usage["prompt_tokens"])
-            if usage.get("completion_tokens") is not None:
-                completion = int(usage["completion_tokens"])
-                row.completion_tokens = completion
-        if not _has_content(obj):
-            return
-        if state.last_content is None:
-            row.first_token_time = now
-            row.ttft_s = now - row.sent_time
-        else:
-            row.itl_s.append(now - state.last_content)
-        state.last_content = now
-        if completion is None:
-            row.tokens_per_event.append(1)
-        else:
-            row.tokens_per_event.append(max(completion - state.tokens_at_last_content, 0))
-            state.tokens_at_last_content = completion
+            parser.feed(data)
+        parser.close()
 
     def _finish(self, row: RequestRow) -> None:
-        if row.end_time is None or not row.ok:
-            row.end_time = self.clock.now()
-        row.e2e_s = row.end_time - row.sent_time
-        ct = row.completion_tokens
-        if row.ok and row.ttft_s is not None and ct is not None and ct > 1:
-            row.tpot_s = (row.e2e_s - row.ttft_s) / (ct - 1)
+        finish(row, row.end_time if row.ok and row.end_time is not None else self.clock.now())
         self.rows.append(row)
         self.bar.done(row.ok)
         if self.on_row is not None:
@@ -367,12 +210,14 @@ async def drive(
     on_row: Callable[[RequestRow], None] | None = None,
     progress: bool = True,
     start_time: float | None = None,
+    continuous_usage_stats: bool = False,
 ) -> list[RequestRow]:
     """Send every spec at its due time; return one row per sent request, by request_id.
 
     `start_time` (epoch seconds on `clock`) is when at_s = 0 falls; default: now.
     On cancellation, in-flight requests reach `on_row` as "cancelled" rows, then the
-    CancelledError propagates.
+    CancelledError propagates. `continuous_usage_stats`: ask for usage on every chunk
+    (fills `tokens_per_event`; vLLM's benchmark client does not ask for it).
     """
     unknown = sorted({s.instance for s in specs} - set(instances))
     if unknown:
@@ -381,8 +226,9 @@ async def drive(
         request_body(s, instances[s.instance])  # fail early on an unsendable spec
     client = Client()
     try:
-        with _Bar(len(specs), progress) as bar:
-            runner = _Runner(client, instances, clock, timeout_s, on_row, bar)
+        with Bar(len(specs), progress) as bar:
+            runner = _Runner(client, instances, clock, timeout_s, on_row, bar,
+                             continuous_usage_stats)
             start = clock.now() if start_time is None else start_time
             if wait_for_wave:
                 await _chained(runner, specs, start, wave_gap_s)

@@ -29,6 +29,7 @@ streamed replies with ~0.4 ms of CPU per request (benchmarks/load_generator.py).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -380,6 +381,8 @@ async def drive(
     for s in specs:
         request_body(s, instances[s.instance])  # fail early on an unsendable spec
     client = Client()
+    gc.collect()
+    gc.freeze()  # what exists now (the schedule's prompts) leaves the collector's scans
     try:
         with _Bar(len(specs), progress) as bar:
             runner = _Runner(client, instances, clock, timeout_s, on_row, bar)
@@ -389,6 +392,7 @@ async def drive(
             else:
                 await _dispatch(runner, _in_due_order([(start + s.at_s, s) for s in specs]))
     finally:
+        gc.unfreeze()
         await client.aclose()
     return sorted(runner.rows, key=lambda r: r.request_id)
 

@@ -15,7 +15,10 @@ their mean rate is `rate`) and:
 - arrival lag: when the server parsed the request head minus the scheduled time (both
   `time.monotonic()`), i.e. the lag as the server sees it, connection set-up included;
 - CPU: the driver process's user + system seconds over the replay, in cores (CPU seconds
-  per replay second) and per request; the server's beside it.
+  per replay second) and per request; the server's beside it, and `other`: the rest of the
+  machine's busy CPU meanwhile (the machine is shared: lags are only as good as it is idle);
+- gc: the collector's pauses in the driver process that began after the first request was
+  due (count, longest).
 
     .venv/bin/python benchmarks/send_accuracy.py [--rates 50 200 800] [--seconds 20]
         [--trace PATH] [--reply-tokens N] [--itl-ms MS]
@@ -52,17 +55,17 @@ VOCAB = 2000  # conf/model/tiny.yaml
 
 
 class GcPauses:
-    """Python's garbage-collector pauses while active (gc.callbacks): count, total, max."""
+    """Python's garbage-collector pauses (gc.callbacks): (start monotonic, seconds) each."""
 
     def __init__(self) -> None:
-        self.pauses: list[float] = []
+        self.pauses: list[tuple[float, float]] = []
         self._t0 = 0.0
 
     def _cb(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._t0 = time.perf_counter()
+            self._t0 = time.monotonic()
         else:
-            self.pauses.append(time.perf_counter() - self._t0)
+            self.pauses.append((self._t0, time.monotonic() - self._t0))
 
     def __enter__(self) -> GcPauses:
         gc.callbacks.append(self._cb)
@@ -92,7 +95,7 @@ class Result:
     server_cpu_s: float
     other_cpu_s: float  # everything else on the machine meanwhile
     wall_s: float
-    gc_pauses: list[float]
+    gc_pauses: list[float]  # seconds, those that began after the first request was due
 
 
 def start_server(reply_tokens: int | None, itl_ms: float) -> tuple[subprocess.Popen[str], str]:
@@ -145,7 +148,7 @@ def replay(trace: Path, rate: float, seconds: float, url: str, server_pid: int,
         send_rate=(len(sent) - 1) / float(sent[-1] - sent[0]) if sent[-1] > sent[0] else 0.0,
         lag=np.array([r.send_lag_s for r in rows]),
         arrival_lag=arrivals[:k] - sched[:k], cpu_s=cpu, server_cpu_s=srv, other_cpu_s=other,
-        wall_s=wall, gc_pauses=gcp.pauses,
+        wall_s=wall, gc_pauses=[d for t, d in gcp.pauses if len(sched) and t >= sched[0]],
     )
 
 
@@ -157,14 +160,14 @@ def table(results: list[Result]) -> str:
         q = np.percentile(a, [50, 99]) * 1e3
         return f"{q[0]:7.2f} {q[1]:7.2f} {a.max() * 1e3:7.2f}"
 
-    head = (f"{'rate':>5} {'sent/s':>7} {'reqs':>6} {'ok':>6} | {'send lag p50':>12} {'p99':>7} {'max':>7} | "
-            f"{'arrival p50':>11} {'p99':>7} {'max':>7} | {'cores':>5} {'ms/req':>6} "
-            f"{'srv':>4} {'other':>5} | {'gc n':>5} {'gc max':>6}")
+    head = (f"{'rate':>5} {'sent/s':>7} {'reqs':>6} {'ok':>6} | {'send lag p50':>12} "
+            f"{'p99':>7} {'max':>7} | {'arrival p50':>11} {'p99':>7} {'max':>7} | "
+            f"{'cores':>5} {'ms/req':>6} {'srv':>4} {'other':>5} | {'gc n':>5} {'gc max':>6}")
     lines = [head]
     for r in results:
         lines.append(
-            f"{r.rate:5g} {r.send_rate:7.1f} {r.n:6d} {r.ok:6d} | {ms(r.lag):>28} | {ms(r.arrival_lag):>27} | "
-            f"{r.cpu_s / r.wall_s:5.2f} {r.cpu_s / r.n * 1e3:6.2f} "
+            f"{r.rate:5g} {r.send_rate:7.1f} {r.n:6d} {r.ok:6d} | {ms(r.lag):>28} | "
+            f"{ms(r.arrival_lag):>27} | {r.cpu_s / r.wall_s:5.2f} {r.cpu_s / r.n * 1e3:6.2f} "
             f"{r.server_cpu_s / r.wall_s:4.2f} {max(r.other_cpu_s, 0.0) / r.wall_s:5.2f} | "
             f"{len(r.gc_pauses):5d} {max(r.gc_pauses, default=0.0) * 1e3:6.2f}")
     return "\n".join(lines)

@@ -17,8 +17,8 @@ their mean rate is `rate`) and:
 - CPU: the driver process's user + system seconds over the replay, in cores (CPU seconds
   per replay second) and per request; the server's beside it, and `other`: the rest of the
   machine's busy CPU meanwhile (the machine is shared: lags are only as good as it is idle);
-- gc: the collector's pauses in the driver process that began after the first request was
-  due (count, longest).
+- gc: the collector's pauses in the driver process that began between the first request's
+  due time and the last send (count, longest).
 
     .venv/bin/python benchmarks/send_accuracy.py [--rates 50 200 800] [--seconds 20]
         [--trace PATH] [--reply-tokens N] [--itl-ms MS]
@@ -95,7 +95,7 @@ class Result:
     server_cpu_s: float
     other_cpu_s: float  # everything else on the machine meanwhile
     wall_s: float
-    gc_pauses: list[float]  # seconds, those that began after the first request was due
+    gc_pauses: list[float]  # seconds, those that began between the first due and last send
 
 
 def start_server(reply_tokens: int | None, itl_ms: float) -> tuple[subprocess.Popen[str], str]:
@@ -143,12 +143,14 @@ def replay(trace: Path, rate: float, seconds: float, url: str, server_pid: int,
     arrivals = np.sort([float(e[1]) for e in log])  # type: ignore[arg-type]
     k = min(len(sched), len(arrivals))
     sent = np.sort([r.sent_time for r in rows])
+    last_sent = float(sent[-1]) + to_mono if len(sent) else 0.0
     return Result(
         rate=rate, n=len(rows), ok=sum(r.ok for r in rows),
         send_rate=(len(sent) - 1) / float(sent[-1] - sent[0]) if sent[-1] > sent[0] else 0.0,
         lag=np.array([r.send_lag_s for r in rows]),
         arrival_lag=arrivals[:k] - sched[:k], cpu_s=cpu, server_cpu_s=srv, other_cpu_s=other,
-        wall_s=wall, gc_pauses=[d for t, d in gcp.pauses if len(sched) and t >= sched[0]],
+        wall_s=wall, gc_pauses=[d for t, d in gcp.pauses
+                                if len(sched) and sched[0] <= t <= last_sent],
     )
 
 

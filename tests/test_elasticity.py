@@ -18,6 +18,7 @@ from kvexp.report.elasticity import (
     integral_gib_s,
     kv_efficiency,
     page_bytes_of,
+    per_second_gib,
     point_elasticity,
     sampling_interval,
     wave_elasticity,
@@ -147,6 +148,15 @@ def test_integral_of_a_step_function() -> None:
     assert integral_gib_s(t, v, 2.5, 7.5) == pytest.approx(1 * 2.5 + 3 * 2.5)
     assert integral_gib_s(t, v, -5.0, 50.0) == pytest.approx(20.0)  # clipped to the samples
     assert math.isnan(integral_gib_s([1.0], [GIB]))
+
+
+def test_integrals_per_second_compare_windows_of_different_length() -> None:
+    t = np.arange(0, 20.5, 0.5)
+    v = np.full(t.size, 2.0 * GIB)  # a flat 2 GiB: 2 GiB·s per second over any window
+    assert per_second_gib(t, v, 0.0, 5.0) == pytest.approx((2.0, 5.0))
+    assert per_second_gib(t, v, 0.0, 20.0) == pytest.approx((2.0, 20.0))
+    assert integral_gib_s(t, v, 0.0, 20.0) == pytest.approx(4 * integral_gib_s(t, v, 0.0, 5.0))
+    assert all(math.isnan(x) for x in per_second_gib(t, v, 5.0, 5.0))
 
 
 def _mem(rows: list[tuple[float, str, str, str, float]]) -> pd.DataFrame:

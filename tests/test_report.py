@@ -13,8 +13,11 @@ import pytest
 
 from kvexp.report import print_summary, render_report
 from kvexp.report.__main__ import main
+from kvexp.report.figures.slo import ALL, attainment_table
+from kvexp.report.render import report_catalog
 from kvexp.results import load, write_json, write_memory, write_requests, write_summary
 from kvexp.results.records import RequestRow, Sample
+from kvexp.results.slo import wilson_interval
 from kvexp.results.summary import summarize
 
 GIB = 2**30
@@ -136,7 +139,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 FIGURES = ("memory_over_time", "latency_distributions", "latency_vs_param", "memory_vs_param",
-           "kv_held_vs_used", "memory_per_model")
+           "slo_attainment_vs_param", "kv_held_vs_used", "memory_per_model")
 
 
 def test_report_files(sweep: Path) -> None:
@@ -216,6 +219,60 @@ def test_elasticity_in_report(sweep: Path) -> None:
     assert el.loc["1", "KV efficiency from"] == "engine kv_cache_usage"
 
 
+def test_attainment_figure_pools_repeats_with_a_wilson_interval(sweep: Path) -> None:
+    # 12 requests a point, the last failed (not meeting any SLO); burst 4 kvcached: repeats
+    # 0 and 1 plus the two-model point (24 requests, 2 failed) pooled at x = 4
+    res = load(sweep)
+    data, x = attainment_table(report_catalog(res), res)
+    assert x == "burst_size"
+    whole = data[data["instance"] == ALL].set_index(["x", "allocator"])
+    assert whole.loc[(4.0, "kvcached"), ["good", "n"]].tolist() == [45, 48]
+    assert whole.loc[(8.0, "static"), ["good", "n"]].tolist() == [23, 24]
+    low, high = wilson_interval(23, 24)
+    assert whole.loc[(8.0, "static"), ["slo_low", "slo_high"]].tolist() == [low, high]
+    assert {"a-0", "b-1"} <= set(data["instance"])  # panels per instance: a point has two
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "### SLO attainment" in md and "x axis: burst_size" in md
+
+
+def test_percentiles_carry_n_and_p99_is_withheld_under_100_requests(sweep: Path) -> None:
+    res = load(sweep)
+    s = res.summary.set_index("point")
+    assert s.loc["0", "e2e_n"] == 11 and s.loc["0", "itl_n"] == 11 * 9
+    assert math.isnan(s.loc["0", "e2e_p99_s"]) and math.isnan(s.loc["0", "itl_p99_s"])
+    assert not math.isnan(s.loc["0", "e2e_p90_s"])
+    table = md_table((sweep / "report" / "summary.md").read_text(), "Summary per point")
+    row = table.set_index("point").loc["0"]
+    assert row["lat n"] == "11" and row["E2E p99 s"] == "n<100" and row["ITL n"] == "99"
+
+
+def test_throughput_is_over_busy_time(sweep: Path) -> None:
+    res = load(sweep)
+    req = res.requests[res.requests["point"] == "0"]
+    busy = req["end_time"].max() - req["sent_time"].min()
+    s = res.summary.set_index("point").loc["0"]
+    assert s["busy_s"] == pytest.approx(busy)
+    assert s["output_tok_per_s"] == pytest.approx(50 * 11 / busy)
+    assert s["goodput_req_per_s"] == pytest.approx(11 / busy)
+
+
+def test_the_per_allocator_line_counts_runs_not_points(sweep: Path) -> None:
+    md = (sweep / "report" / "summary.md").read_text()
+    # static: bursts 4 (repeats 0, 1) and 8 (repeat 0) are 3 points of 2 settings
+    assert "static: idle VRAM" in md and "(median over 3 points: 2 settings, 1-2 runs each)" in md
+
+
+def test_memory_integrals_are_per_second_of_their_window(sweep: Path) -> None:
+    cat = report_catalog(load(sweep)).set_index("point")
+    for p in ("0", "1"):
+        r = cat.loc[p]
+        assert r["device_load_gib_per_s"] == pytest.approx(r["device_load_gib_s"]
+                                                          / r["device_load_s"])
+    assert cat.loc["1", "device_load_gib_per_s"] == pytest.approx(75.5, abs=1e-6)  # flat
+    el = md_table((sweep / "report" / "summary.md").read_text(), "Elasticity per point")
+    assert el.set_index("point").loc["1", "GiB·s/s load"] == "75.50"
+
+
 def test_single_point_report_skips_what_it_cannot_draw(tmp_path: Path) -> None:
     make_point(tmp_path / "p", allocator="static", burst=4, repeat=0)
     out = render_report(tmp_path / "p")
@@ -258,7 +315,7 @@ def test_many_points_stay_readable(tmp_path: Path) -> None:
     md = (out / "summary.md").read_text()
     assert "Showing the first 24 of 26 settings" not in md  # 13 settings fit
     assert not math.isnan(float(md_table(md, "Summary per point").iloc[0]["idle VRAM GiB"]))
-    for name in FIGURES[:5]:
+    for name in FIGURES[:6]:
         assert (out / f"{name}.png").stat().st_size > 1000
 
 
@@ -294,7 +351,7 @@ def test_report_of_a_real_sim_sweep(tmp_path: Path) -> None:
     cmp = md_table(md, "kvcached vs static (paired over repeats)")
     assert set(cmp["setting"]) == {"burst_size=1", "burst_size=3"}
     for name in ("memory_over_time", "latency_distributions", "latency_vs_param",
-                 "memory_vs_param", "kv_held_vs_used"):
+                 "memory_vs_param", "slo_attainment_vs_param", "kv_held_vs_used"):
         assert (out / f"{name}.png").stat().st_size > 1000, name
     assert "Skipped: No point with several models" in md
 
@@ -335,7 +392,9 @@ def test_headline_opens_the_report(sweep: Path) -> None:
     assert "burst_size=4, engine vllm (measured): 2 pairs" in block
     assert "a verdict needs 5 pairs" in block
     assert re.search(r"idle 73\.\d\d GiB \[", block)  # memory saved, with its interval
-    assert re.search(r"E2E p99 [+-]\d+\.\d% \[.*\] n=2 \(no verdict\)", block)
+    assert re.search(r"E2E p50 [+-]\d+\.\d% \[.*\] n=2 \(no verdict\)", block)
+    assert "E2E p99" not in block  # 12 requests a point: p99 withheld
+    assert re.search(r"GiB·s/s under load 73\.\d\d GiB·s/s \[", block)  # per second
     assert "(kvcached: 2 failed requests; static: 2 failed requests)" in block
     md = (sweep / "report" / "summary.md").read_text()
     assert md.index("## Answer: kvcached vs static") < md.index("- Results:") < md.index(
@@ -364,7 +423,8 @@ def test_readme_sim_sweep_verdicts(tmp_path: Path) -> None:
     assert set(cmp["engine"]) == {"sim"} and set(cmp["n pairs"]) == {"5"}
     assert set(cmp["method"]) == {"paired t"}
     assert cmp.loc["idle VRAM GiB", "verdict"].startswith("kvcached lower by ")
-    for metric in ("TTFT p50 ms", "ITL p99 ms", "E2E p50 s"):
+    assert "ITL p99 ms" not in cmp.index  # under 100 requests a point: p99 withheld
+    for metric in ("TTFT p50 ms", "ITL p50 ms", "E2E p50 s"):
         assert re.fullmatch(r"\[[+-][\d.]+%, [+-][\d.]+%\]", cmp.loc[metric, "95% CI"]), metric
         assert not cmp.loc[metric, "verdict"].startswith("no verdict"), metric
     assert "engine sim (simulated): 5 pairs" in md.split("## Summary per point")[0]

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from kvexp.config import ConfigError, SloConfig, register_configs, resolve_instances, to_config
 from kvexp.results.records import RequestRow
-from kvexp.results.slo import meets_slo, slo_figures
+from kvexp.results.slo import busy_span_s, meets_slo, slo_counts, slo_figures, wilson_interval
 from tests.conftest import REPO_ROOT
 
 
@@ -36,13 +36,34 @@ def test_a_request_is_good_only_when_it_meets_every_limit_given() -> None:
 
 
 def test_attainment_and_goodput_per_point_and_instance() -> None:
+    # busy span: first send (10 s) to last completion (12 s); a's own: 10 -> 11 s
     req = pd.DataFrame({"instance": ["a", "a", "b", "b"],
-                        "slo_ok": [True, False, True, True]})
-    f = slo_figures(req, {"workload_start": 10.0, "workload_end": 12.0})
+                        "slo_ok": [True, False, True, True],
+                        "sent_time": [10.0, 10.5, 10.2, 11.0],
+                        "end_time": [10.8, 11.0, 11.5, 12.0]})
+    f = slo_figures(req)
     assert f["slo_attainment"] == 0.75 and f["goodput_req_per_s"] == 1.5
-    assert f["slo_attainment.a"] == 0.5 and f["goodput_req_per_s.a"] == 0.5
-    assert f["slo_attainment.b"] == 1.0 and f["goodput_req_per_s.b"] == 1.0
-    assert math.isnan(slo_figures(req.iloc[:0], {})["slo_attainment"])
+    assert f["slo_attainment.a"] == 0.5 and f["goodput_req_per_s.a"] == 1.0
+    assert f["slo_attainment.b"] == 1.0 and f["goodput_req_per_s.b"] == pytest.approx(2 / 1.8)
+    assert f["slo_attainment_low"] < 0.75 < f["slo_attainment_high"]
+    assert math.isnan(slo_figures(req.iloc[:0])["slo_attainment"])
+
+
+def test_wilson_interval_matches_the_textbook_values() -> None:
+    # by hand: centre (p + z²/2n) / (1 + z²/n) = 0.7408, half-width 0.0838 (z = 1.96)
+    low, high = wilson_interval(75, 100)
+    assert round(low, 4) == 0.6570 and round(high, 4) == 0.8245
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+    with pytest.raises(ValueError, match=r"good requests \(11\) must lie in \[0, n = 10\]"):
+        wilson_interval(11, 10)
+
+
+def test_slo_counts_names_a_missing_column() -> None:
+    with pytest.raises(KeyError, match="no column slo_ok"):
+        slo_counts(pd.DataFrame({"instance": ["a"]}), ["instance"])
+    with pytest.raises(KeyError, match="no column end_time"):
+        busy_span_s(pd.DataFrame({"sent_time": [1.0]}))
 
 
 def cfg_for(*overrides: str):

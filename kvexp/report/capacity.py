@@ -9,11 +9,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from kvexp.capacity.answer import FILE
-from kvexp.report.figures import Figure, _per_instance, _save, _stack_panel, palette
+from kvexp.report.figures.base import Figure, palette, plt, save
+from kvexp.report.figures.models import per_instance, stack_panel
 from kvexp.report.html import Section
 from kvexp.results import Results
 
@@ -112,7 +112,7 @@ def attainment_vs_n(cap: dict[str, Any], out: Path) -> Figure:
     ax.set_xlabel("models on the GPU (N)")
     ax.set_ylabel("SLO attainment")
     ax.legend(fontsize=8, loc="lower left")
-    return Figure(key, title, _save(fig, out, key),
+    return Figure(key, title, save(fig, out, key),
                   "Bars: Wilson intervals. Faint vertical lines: an N with no room in memory "
                   "(not run). Dotted: the simulated engine (simulated, not measured).")
 
@@ -132,7 +132,7 @@ def memory_at_max_n(cap: dict[str, Any], results: Results | None, out: Path) -> 
     fig, axes = plt.subplots(1, len(shown), figsize=(6.0 * len(shown), 3.8), squeeze=False)
     for ax, (alloc, a, point) in zip(axes[0], shown, strict=True):
         m = results.memory[results.memory["point"] == point]
-        stack, what = _per_instance(m) if not m.empty else (pd.DataFrame(), "")
+        stack, what = per_instance(m) if not m.empty else (pd.DataFrame(), "")
         sim = " (simulated)" if a["engine"] == "sim" else ""
         ax.set_title(f"{alloc}: N*={a['max_n']}, point {point}{sim}", fontsize=9)
         if stack.empty:
@@ -140,9 +140,9 @@ def memory_at_max_n(cap: dict[str, Any], results: Results | None, out: Path) -> 
         row = results.points[results.points["point"] == point]
         t0 = float(row["workload_start"].iloc[0]) if "workload_start" in row and len(row) \
             else float(stack.index.min())
-        _stack_panel(ax, m, stack, t0, what, None)
+        stack_panel(ax, m, stack, t0, what, None)
         ax.legend(fontsize=7, loc="upper right")
-    return Figure(key, title, _save(fig, out, key), "Stacked per model (m0 is the most popular).")
+    return Figure(key, title, save(fig, out, key), "Stacked per model (m0 is the most popular).")
 
 
 def parts(root: Path, results: Results | None, out: Path

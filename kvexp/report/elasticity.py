@@ -27,7 +27,9 @@ Definitions (all from the point's own samples, on its one clock):
 - Idle footprint: the median of the signal over the idle window [ready, workload start).
 - Memory integral: the signal integrated over time (trapezoid between samples, linear
   interpolation at the window's edges), in GiB x s, over the load window
-  [workload start, workload end] and over the whole sampled run.
+  [workload start, workload end] and over the whole sampled run; and per second of its
+  window (`<signal>_<window>_gib_per_s`, GiB x s / s, beside the window's `_s`), which is
+  what compares points whose windows differ in length.
 - KV efficiency: over the load window, the mean of kv_used / kv_held (kvcached's segment,
   summed over instances per sampling tick); for a static pool, the mean of the engine's
   kv_cache_usage, i.e. the used fraction of a pool that is held in full all the time.
@@ -200,17 +202,30 @@ def wave_elasticity(
 def integral_gib_s(times: Any, values: Any, t0: float | None = None,
                    t1: float | None = None) -> float:
     """Integral of a bytes series over [t0, t1] (clipped to the samples), in GiB x s."""
+    return _integral(times, values, t0, t1)[0]
+
+
+def per_second_gib(times: Any, values: Any, t0: float | None = None,
+                   t1: float | None = None) -> tuple[float, float]:
+    """(GiB x s per second of the window, the window's seconds) over [t0, t1] clipped to
+    the samples: the integral divided by its window, so windows of any length compare."""
+    gib_s, seconds = _integral(times, values, t0, t1)
+    return (gib_s / seconds if seconds > 0 else math.nan), seconds
+
+
+def _integral(times: Any, values: Any, t0: float | None, t1: float | None
+              ) -> tuple[float, float]:
     t, v = _sorted(times, values)
     if t.size < 2:
-        return math.nan
+        return math.nan, math.nan
     lo = t[0] if t0 is None or math.isnan(t0) else max(float(t0), t[0])
     hi = t[-1] if t1 is None or math.isnan(t1) else min(float(t1), t[-1])
     if hi <= lo:
-        return math.nan
+        return math.nan, math.nan
     inside = (t > lo) & (t < hi)
     tt = np.concatenate([[lo], t[inside], [hi]])
     vv = np.concatenate([[np.interp(lo, t, v)], v[inside], [np.interp(hi, t, v)]])
-    return float(np.sum((vv[1:] + vv[:-1]) / 2.0 * np.diff(tt)) / GIB)
+    return float(np.sum((vv[1:] + vv[:-1]) / 2.0 * np.diff(tt)) / GIB), float(hi - lo)
 
 
 def kv_efficiency(memory: pd.DataFrame, t0: float, t1: float) -> tuple[float, str]:
@@ -273,6 +288,9 @@ def point_elasticity(
         out[f"{sig}_idle_gib"] = float(idle.median()) / GIB if len(idle) else math.nan
         out[f"{sig}_load_gib_s"] = integral_gib_s(t, v, w0, w1) if len(t) else math.nan
         out[f"{sig}_run_gib_s"] = integral_gib_s(t, v) if len(t) else math.nan
+        for window, (a, b) in (("load", (w0, w1)), ("run", (None, None))):
+            per_s, secs = per_second_gib(t, v, a, b) if len(t) else (math.nan, math.nan)
+            out[f"{sig}_{window}_gib_per_s"], out[f"{sig}_{window}_s"] = per_s, secs
     out["kv_efficiency"], out["kv_efficiency_basis"] = kv_efficiency(memory, w0, w1)
     return out
 

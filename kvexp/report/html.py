@@ -29,11 +29,12 @@ dt { font-weight: 600; margin-top: 0.4em; } dd { margin-left: 1.2em; }
 
 @dataclass
 class Section:
-    """A heading, an optional intro, and a table of display strings."""
+    """A heading, an optional intro, and a table of display strings; `key` names it."""
 
     heading: str
     table: pd.DataFrame
     intro: str = ""
+    key: str = ""
 
 
 @dataclass

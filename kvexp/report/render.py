@@ -6,6 +6,7 @@ figures embedded), one PNG per figure, and points.csv / comparison.csv for furth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,7 @@ from kvexp.report.tables import (
 )
 from kvexp.results import Results, load
 from kvexp.results.jsonfile import write_text_atomic
+from kvexp.results.summary import MIN_P99_N
 
 __all__ = ["DEFINITIONS", "print_summary", "render_report"]
 
@@ -42,13 +44,18 @@ DEFINITIONS: list[tuple[str, str]] = [
      "under load) minus the point's. The baseline is the ok static point with the same other "
      "settings and repeat, else the median of those with the same other settings."),
     ("E2E, TTFT, ITL", "E2E: request sent -> last byte. TTFT: sent -> first event with generated "
-     "text. ITL: every gap between content events. Percentiles over successful requests; "
-     "failed requests are counted in 'failed req'."),
-    ("out tok/s", "Completion tokens of successful requests / length of the load window."),
+     "text. ITL: every gap between content events. Percentiles over successful requests, "
+     "with their n ('lat n': requests; 'ITL n': gaps); a p99 over fewer than "
+     f"{MIN_P99_N} requests is withheld ('n<{MIN_P99_N}'). Failed requests are counted in "
+     "'failed req'."),
+    ("busy s / out tok/s", "busy s: first send to last completion of the point's requests "
+     "(no lead-in, tail or idle server time). out tok/s: completion tokens of successful "
+     "requests / busy s."),
     ("SLO attainment / goodput", "A request meets the SLO (slo_ok) when it succeeded and its "
      "TTFT, TPOT, every ITL gap and E2E are within the limits given (slo group; null = none). "
-     "Attainment = share of requests meeting it; goodput = those requests / length of the load "
-     "window (vLLM's --goodput)."),
+     "Attainment = share of requests meeting it, with its 95% Wilson interval; goodput = those "
+     "requests / busy s (vLLM's --goodput, whose duration is its run's first send to last "
+     "reply)."),
     ("Wave", "The requests of one wave index: first sent_time to last end_time. A point without "
      "wave indices counts as one wave over its load window."),
     ("grow s", "Time from a wave's start to the first sample where the signal (device memory, or "
@@ -59,8 +66,9 @@ DEFINITIONS: list[tuple[str, str]] = [
      "pre-wave level, before the next wave starts. Median over released waves; '-' if memory "
      "was never released (kvcached keeps a reserve of prealloc pages, so this is common)."),
     ("idle footprint", "Median of device memory over the idle window."),
-    ("GiB·s load / run", "Device memory integrated over time (trapezoid between samples) over the "
-     "load window / the whole sampled run."),
+    ("GiB·s/s load / run", "Device memory integrated over time (trapezoid between samples) "
+     "over the load window / the whole sampled run, divided by that window's seconds ('load "
+     "s', 'run s'): GiB·s per second, so points whose windows differ in length compare."),
     ("KV efficiency", "Mean over the load window of kv_used / kv_held (kvcached); for a static "
      "pool, the engine's kv_cache_usage: the used share of a pool held in full."),
     ("Repeats and verdicts", "Points with the same settings but a different repeat form a group; "
@@ -129,6 +137,49 @@ def _write(path: Path, text: str) -> None:
     write_text_atomic(path, text)  # no half-written or temp file left on a full disk
 
 
+def points_section(cat: pd.DataFrame, results: Results | None) -> Section:
+    """Summary per point."""
+    return Section("Summary per point", point_table(cat),
+                   "VRAM is device memory used (GiB); savings are against the static baseline "
+                   "with the same other settings ('-' where there is none, and for static "
+                   f"points). Percentiles are over n successful requests; p99 is withheld "
+                   f"('n<{MIN_P99_N}') under {MIN_P99_N} requests.", key="points")
+
+
+def comparison_section(cat: pd.DataFrame, results: Results | None) -> Section:
+    """kvcached vs static, paired over repeats."""
+    return Section("kvcached vs static (paired over repeats)", comparison_table(cat),
+                   "Per setting and engine: medians over ok runs, the kvcached - static "
+                   "estimate with its 95% interval, pairs, method and verdict (see "
+                   "Definitions), requests used/failed and failed points per arm.",
+                   key="comparison")
+
+
+def elasticity_section(cat: pd.DataFrame, results: Results | None) -> Section:
+    """Elasticity per point."""
+    return Section("Elasticity per point", elasticity_display(cat),
+                   "See Definitions. '-' for grow: memory did not grow; for release: it "
+                   "was not released before the next wave or the end.", key="elasticity")
+
+
+def per_model_section(cat: pd.DataFrame, results: Results | None) -> Section | None:
+    """Per model, for points with several instances; None when there is none."""
+    models = per_model_table(cat, results) if results is not None else pd.DataFrame()
+    if models.empty:
+        return None
+    return Section("Per model (points with several instances)", models,
+                   "GPU memory of each instance's process tree from ready to the end (GiB); "
+                   "KV held: its kvcached segment's maximum; latency of its own requests.",
+                   key="per_model")
+
+
+SectionFn = Callable[[pd.DataFrame, "Results | None"], "Section | None"]
+
+# The report's table sections, in page order: append a builder to add one (None = skip).
+SECTIONS: list[SectionFn] = [points_section, comparison_section, elasticity_section,
+                             per_model_section]
+
+
 def report_catalog(results: Results) -> pd.DataFrame:
     """The per-point table every part of the report reads (figures, savings, elasticity)."""
     return add_savings(catalog(results))
@@ -149,27 +200,8 @@ def render_report(root: Path, results: Results | None = None,
     if cat is None:
         cat = report_catalog(results) if results is not None else pd.DataFrame()
     figures = render_figures(cat, results, out) if results is not None and not cat.empty else []
-    sections: list[Section] = []
-    if not cat.empty:
-        sections = [
-            Section("Summary per point", point_table(cat),
-                    "VRAM is device memory used (GiB); savings are against the static baseline "
-                    "with the same other settings ('-' where there is none, and for static "
-                    "points)."),
-            Section("kvcached vs static (paired over repeats)", comparison_table(cat),
-                    "Per setting and engine: medians over ok runs, the kvcached - static "
-                    "estimate with its 95% interval, pairs, method and verdict (see "
-                    "Definitions), requests used/failed and failed points per arm."),
-            Section("Elasticity per point", elasticity_display(cat),
-                    "See Definitions. '-' for grow: memory did not grow; for release: it "
-                    "was not released before the next wave or the end."),
-        ]
-        models = per_model_table(cat, results) if results is not None else pd.DataFrame()
-        if not models.empty:
-            sections.append(Section(
-                "Per model (points with several instances)", models,
-                "GPU memory of each instance's process tree from ready to the end (GiB); "
-                "KV held: its kvcached segment's maximum; latency of its own requests."))
+    sections = [s for build in SECTIONS
+                if not cat.empty and (s := build(cat, results)) is not None]
     from kvexp.report import capacity
 
     cap_lines, cap_sections, cap_figures = capacity.parts(root, results, out)
@@ -187,5 +219,6 @@ def render_report(root: Path, results: Results | None = None,
     _write(out / "report.html", render_html(page))
     if not cat.empty:
         cat.drop(columns=["params"]).to_csv(out / "points.csv", index=False)
-        sections[1].table.to_csv(out / "comparison.csv", index=False)
+        comparison = next(s for s in sections if s.key == "comparison")
+        comparison.table.to_csv(out / "comparison.csv", index=False)
     return out

@@ -28,6 +28,7 @@ from kvexp.report.catalog import (  # noqa: F401 (re-exported)
 )
 from kvexp.report.verdicts import comparison_table, headline_lines  # noqa: F401 (re-export)
 from kvexp.results import Results
+from kvexp.results.summary import MIN_P99_N
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Col:
     source: str | Callable[[pd.Series], float]
     scale: float = 1.0
     digits: int = 2
+    n_source: str | None = None  # a p99's request count: under MIN_P99_N it is withheld
 
     def value(self, row: pd.Series) -> float:
         v = self.source(row) if callable(self.source) else row.get(self.source, math.nan)
@@ -45,7 +47,13 @@ class Col:
 
     def text(self, row: pd.Series) -> str:
         v = self.value(row)
+        if self.n_source is not None and _num(row.get(self.n_source)) < MIN_P99_N:
+            return f"n<{MIN_P99_N}"
         return "-" if math.isnan(v) else f"{v * self.scale:.{self.digits}f}"
+
+
+def _count(col: str) -> Callable[[pd.Series], float]:
+    return lambda row: _num(row.get(col))
 
 
 def _flex(row: pd.Series) -> float:
@@ -58,12 +66,15 @@ POINT_COLS = [
     Col("VRAM flex GiB", _flex),
     Col("saved idle GiB", "saved_idle_gib"),
     Col("saved mean GiB", "saved_mean_gib"),
+    Col("lat n", _count("e2e_n"), 1.0, 0),
     Col("E2E p50 s", "e2e_p50_s", 1.0, 3),
-    Col("E2E p99 s", "e2e_p99_s", 1.0, 3),
+    Col("E2E p99 s", "e2e_p99_s", 1.0, 3, "e2e_n"),
     Col("TTFT p50 ms", "ttft_p50_s", 1e3, 1),
-    Col("TTFT p99 ms", "ttft_p99_s", 1e3, 1),
+    Col("TTFT p99 ms", "ttft_p99_s", 1e3, 1, "ttft_n"),
+    Col("ITL n", _count("itl_n"), 1.0, 0),
     Col("ITL p50 ms", "itl_p50_s", 1e3, 1),
-    Col("ITL p99 ms", "itl_p99_s", 1e3, 1),
+    Col("ITL p99 ms", "itl_p99_s", 1e3, 1, "itl_requests"),
+    Col("busy s", "busy_s", 1.0, 1),
     Col("out tok/s", "output_tok_per_s", 1.0, 1),
     Col("SLO attainment %", "slo_attainment", 100.0, 1),
     Col("goodput req/s", "goodput_req_per_s", 1.0, 2),
@@ -75,8 +86,10 @@ ELASTICITY_COLS = [
     Col("grow s (kv held)", "kv_held_grow_s", 1.0, 2),
     Col("release s (kv held)", "kv_held_release_s", 1.0, 2),
     Col("idle footprint GiB", "device_idle_gib"),
-    Col("GiB·s load", "device_load_gib_s", 1.0, 1),
-    Col("GiB·s run", "device_run_gib_s", 1.0, 1),
+    Col("GiB·s/s load", "device_load_gib_per_s", 1.0, 2),
+    Col("load s", "device_load_s", 1.0, 1),
+    Col("GiB·s/s run", "device_run_gib_per_s", 1.0, 2),
+    Col("run s", "device_run_s", 1.0, 1),
     Col("KV efficiency %", "kv_efficiency", 100.0, 1),
 ]
 
@@ -166,12 +179,21 @@ def tutorial_lines(cat: pd.DataFrame) -> list[str]:
             grp.get("peak_device_gib", pd.Series(dtype=float)))
         e2e = med(grp.get("e2e_p50_s", pd.Series(dtype=float)))
         flex = med(grp.apply(_flex, axis=1)) if len(grp) else math.nan
-        runs = f" (median over {len(grp)} runs)" if len(grp) > 1 else ""
+        runs = f" ({_median_over(grp)})" if len(grp) > 1 else ""
         lines.append(
             f"{alloc or 'unknown'}: idle VRAM {_f(idle)} GiB, peak VRAM {_f(peak)} GiB, "
             f"median latency {_f(e2e, 3)} s, VRAM flex {_f(flex)} GiB{runs}"
         )
     return lines
+
+
+def _median_over(points: pd.DataFrame) -> str:
+    """What a median over these points pools: settings, and runs (repeats) of each."""
+    runs = points.groupby(points["setting"].fillna(""), sort=False).size()
+    each = (f"{runs.iloc[0]} run{'s' if runs.iloc[0] > 1 else ''} each" if runs.nunique() == 1
+            else f"{runs.min()}-{runs.max()} runs each")
+    n = len(runs)
+    return f"median over {len(points)} points: {n} setting{'s' if n > 1 else ''}, {each}"
 
 
 def per_model_table(cat: pd.DataFrame, results: Results) -> pd.DataFrame:

@@ -34,7 +34,8 @@ class Metric:
 VERDICT_METRICS = [
     Metric("idle VRAM GiB", "idle", "idle_device_gib", 1.0, 2, True),
     Metric("peak VRAM GiB", "peak", "peak_device_gib", 1.0, 2, True),
-    Metric("VRAM GiB·s over load", "GiB·s under load", "device_load_gib_s", 1.0, 1, True),
+    Metric("VRAM GiB·s/s over load", "GiB·s/s under load", "device_load_gib_per_s", 1.0, 2,
+           True),
     Metric("TTFT p50 ms", "TTFT p50", "ttft_p50_s", 1e3, 1, False),
     Metric("TTFT p99 ms", "TTFT p99", "ttft_p99_s", 1e3, 1, False),
     Metric("ITL p50 ms", "ITL p50", "itl_p50_s", 1e3, 1, False),
@@ -71,7 +72,7 @@ def arm_counts(grp: pd.DataFrame) -> dict[str, dict[str, int]]:
 
 
 def _unit(m: Metric) -> str:
-    return "GiB·s" if "GiB·s" in m.name else "GiB"
+    return "GiB·s/s" if "GiB·s/s" in m.name else "GiB·s" if "GiB·s" in m.name else "GiB"
 
 
 def _median(values: pd.Series, scale: float, digits: int) -> str:

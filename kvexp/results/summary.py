@@ -3,6 +3,10 @@
 Windows (epoch seconds in point.json): idle = [ready_time, workload_start),
 load = [workload_start, workload_end], after = the second half of
 [workload_end, end_time]. Memory figures are GiB (2**30 bytes).
+
+Percentiles come with their n (`<metric>_n`: samples; ITL also `itl_requests`); a p99 over
+fewer than MIN_P99_N requests is withheld (NaN). Throughput (`output_tok_per_s`,
+`ok_req_per_s`) is over the busy span `busy_s`: first send to last completion.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kvexp.results.slo import slo_figures
+from kvexp.results.slo import busy_span_s, slo_figures
 
 GIB = 2**30
 DEVICE_SOURCES = ("nvml", "sim_device")
+MIN_P99_N = 100  # a p99 over fewer requests than this is withheld
 
 
 def device_series(memory: pd.DataFrame) -> pd.DataFrame:
@@ -87,27 +92,40 @@ def memory_figures(memory: pd.DataFrame, meta: dict[str, Any]) -> dict[str, floa
 
 
 def latency_figures(requests: pd.DataFrame, meta: dict[str, Any]) -> dict[str, float]:
+    """Latency percentiles with their n, throughput over the busy span, send lag."""
     ok = requests[requests["ok"]] if not requests.empty else requests
     out: dict[str, float] = {
         "requests": int(len(requests)),
         "failed": int((~requests["ok"]).sum()) if not requests.empty else 0,
     }
     for col, name in (("e2e_s", "e2e"), ("ttft_s", "ttft"), ("tpot_s", "tpot")):
-        vals = ok[col] if not ok.empty else pd.Series(dtype=float)
-        for q in (50, 90, 99):
-            out[f"{name}_p{q}_s"] = _pct(vals, q)
-    itl = np.concatenate([np.asarray(v, dtype=float) for v in ok["itl_s"]]) if len(ok) else []
-    for q in (50, 90, 99):
-        out[f"itl_p{q}_s"] = _pct(itl, q)
+        vals = ok[col].dropna() if not ok.empty else pd.Series(dtype=float)
+        out[f"{name}_n"] = int(len(vals))
+        out.update(_percentiles(name, vals, len(vals)))
+    gaps = [np.asarray(v, dtype=float) for v in ok["itl_s"]] if len(ok) else []
+    itl = np.concatenate(gaps) if gaps else np.zeros(0)
+    out["itl_n"] = int(itl.size)
+    out["itl_requests"] = int(sum(g.size > 0 for g in gaps))
+    out.update(_percentiles("itl", itl, out["itl_requests"]))
     w0, w1 = meta.get("workload_start"), meta.get("workload_end")
-    span = (w1 - w0) if w0 is not None and w1 is not None and w1 > w0 else float("nan")
+    busy = busy_span_s(requests)
     tokens = float(ok["completion_tokens"].fillna(0).sum()) if len(ok) else 0.0
-    out["output_tok_per_s"] = tokens / span if span == span else float("nan")
-    out["ok_req_per_s"] = len(ok) / span if span == span else float("nan")
-    out["send_lag_p99_s"] = _pct(requests["send_lag_s"], 99) if len(requests) else float("nan")
-    out["send_lag_max_s"] = float(requests["send_lag_s"].max()) if len(requests) else float("nan")
-    out["workload_s"] = span
+    out["output_tok_per_s"] = tokens / busy if busy > 0 else float("nan")
+    out["ok_req_per_s"] = len(ok) / busy if busy > 0 else float("nan")
+    lag = requests["send_lag_s"] if len(requests) else pd.Series(dtype=float)
+    out.update(_percentiles("send_lag", lag, len(lag), (99,)))
+    out["send_lag_max_s"] = float(lag.max()) if len(lag) else float("nan")
+    out["busy_s"] = busy
+    out["workload_s"] = (w1 - w0) if w0 is not None and w1 is not None and w1 > w0 \
+        else float("nan")
     return out
+
+
+def _percentiles(name: str, values: pd.Series | np.ndarray, n_requests: int,
+                 qs: tuple[int, ...] = (50, 90, 99)) -> dict[str, float]:
+    """`<name>_p<q>_s`; p99 is NaN (withheld) over fewer than MIN_P99_N requests."""
+    return {f"{name}_p{q}_s": _pct(values, q) if q != 99 or n_requests >= MIN_P99_N
+            else float("nan") for q in qs}
 
 
 def summarize(
@@ -122,7 +140,7 @@ def summarize(
     held = meta.get("start_kv_held_bytes")  # shared kvcached servers: held at the point's start
     row["start_kv_held_gib"] = _gib(sum(held.values())) if held else math.nan
     row.update(latency_figures(requests, meta))
-    row.update(slo_figures(requests, meta))
+    row.update(slo_figures(requests))
     row.update(trace_figures(meta))
     return row
 

@@ -24,11 +24,8 @@ from kvexp.report.elasticity import waves_of  # noqa: E402
 from kvexp.results import Results  # noqa: E402
 
 MAX_PANELS = 24
-
 MAX_POINT_PANELS = 12
-
 DPI = 110
-
 ALLOCATOR_ORDER = ("kvcached", "static")
 
 

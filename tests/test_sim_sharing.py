@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -133,3 +134,12 @@ def test_servers_in_other_processes_share_the_counter(tmp_path: Path) -> None:
     assert alone == pytest.approx(steps * gpu_s, rel=0.25)
     for wall in pair:  # each step waits for the other's GPU part
         assert 1.6 * alone < wall < 2.4 * alone
+
+
+@pytest.mark.parametrize(("key", "value"), [("roofline_efficiency", 0.0),
+                                            ("roofline_efficiency", 1.5),
+                                            ("step_per_seq_ms", -1.0)])
+def test_bad_step_settings_are_refused_by_key(tmp_path: Path, key: str, value: float) -> None:
+    engine = _engine(tmp_path, "x", 12.0, board=False)
+    with pytest.raises(ValueError, match=f"engine.sim.{key}"):
+        SimEngine(BIG, dataclasses.replace(engine.sim, **{key: value}), GPU, engine.pool)

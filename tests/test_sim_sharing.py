@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import multiprocessing
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +100,46 @@ def test_two_servers_on_one_gpu_step_slower_by_the_models_amount(
     unshared = asyncio.run(_per_step_s(
         [_engine(tmp_path / "off", n, overhead_ms, board=False) for n in ("a", "b")], 40))
     assert unshared == pytest.approx([cpu + gpu] * 2, rel=0.05)  # share_gpu=false: no cost
+
+
+
+def _stepper(device: str, steps: int, gpu_s: float, start: Any, out: Any) -> None:
+    board = StepBoard(Path(device))
+    start.wait()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        time.sleep(board.step(time.time(), 0.0, gpu_s))
+    out.put(time.perf_counter() - t0)
+    board.close()
+
+
+def test_servers_in_other_processes_share_the_counter(tmp_path: Path) -> None:
+    """Two processes issuing GPU-only steps back to back each take ~2x as long as one."""
+    ctx = multiprocessing.get_context("spawn")
+    steps, gpu_s = 60, 0.01
+
+    def run(n: int) -> list[float]:
+        out, start = ctx.Queue(), ctx.Barrier(n)
+        procs = [ctx.Process(target=_stepper, args=(str(tmp_path / f"d{n}.json"), steps, gpu_s,
+                                                    start, out)) for _ in range(n)]
+        for p in procs:
+            p.start()
+        walls = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=10)
+        return walls
+
+    (alone,) = run(1)
+    pair = run(2)
+    assert alone == pytest.approx(steps * gpu_s, rel=0.25)
+    for wall in pair:  # each step waits for the other's GPU part
+        assert 1.6 * alone < wall < 2.4 * alone
+
+
+@pytest.mark.parametrize(("key", "value"), [("roofline_efficiency", 0.0),
+                                            ("roofline_efficiency", 1.5),
+                                            ("step_per_seq_ms", -1.0)])
+def test_bad_step_settings_are_refused_by_key(tmp_path: Path, key: str, value: float) -> None:
+    engine = _engine(tmp_path, "x", 12.0, board=False)
+    with pytest.raises(ValueError, match=f"engine.sim.{key}"):
+        SimEngine(BIG, dataclasses.replace(engine.sim, **{key: value}), GPU, engine.pool)

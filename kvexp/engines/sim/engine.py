@@ -6,7 +6,7 @@ other running sequence. Its duration, times `time_scale`, is a CPU part,
 roofline max(bytes read / bandwidth, FLOPs / bf16 FLOP/s) / `roofline_efficiency`.
 Bytes read are the weights plus the KV of every running sequence; FLOPs are
 2 x parameters x tokens in the step (prefill tokens included). With a `StepBoard`
-(sharing.py), the GPU part is time-sliced with the other instances of the device.
+(sharing.py), the GPU part queues behind the other instances' on the device.
 
 Token counts (an estimate: the sim has no tokenizer): a text prompt counts one token
 for each CJK character plus ceil(other words / 0.75) (at least 1); a chat
@@ -114,6 +114,12 @@ class SimEngine:
         step_hook: Callable[[], None] | None = None,
         board: StepBoard | None = None,
     ) -> None:
+        if not 0 < sim.roofline_efficiency <= 1:
+            raise ValueError(f"engine.sim.roofline_efficiency must be in (0, 1], got "
+                             f"{sim.roofline_efficiency}")
+        for key in ("step_overhead_ms", "step_per_seq_ms"):
+            if getattr(sim, key) < 0:
+                raise ValueError(f"engine.sim.{key} must be >= 0, got {getattr(sim, key)}")
         self.model, self.sim, self.gpu, self.pool, self.seed = model, sim, gpu, pool, seed
         self.step_hook = step_hook  # called before each step (fault injection)
         self.board = board  # the device's step board: GPU time shared with its other instances

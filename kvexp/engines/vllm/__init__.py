@@ -29,7 +29,7 @@ def device_path(cfg: Any, home: Path) -> None:
 def device_source(cfg: Any, path: Path | None, gpu: int | None) -> tuple[Any, str]:
     if cfg.engine.vllm.device != "cuda":
         return None, ""  # vLLM on the CPU: host memory only (the process sampler)
-    from kvexp.nvml import nvml_index
+    from kvexp.gpus import nvml_index
     from kvexp.samplers.device import NvmlSource
 
     # NVML numbers every GPU of the host; CUDA_VISIBLE_DEVICES says which is the point's

@@ -176,8 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpu", action="store_true", help="start the CPU vLLM (tiny model)")
     ap.add_argument("--model", default="tiny", help="served model name")
     ap.add_argument("--tokenizer", type=Path, help="model folder (vLLM's client tokenizer)")
-    ap.add_argument("--vllm-python", type=Path, default=ROOT / ".venv-vllm" / "bin" / "python",
-                    help="the CPU vLLM's python (--cpu, and the default --vllm)")
+    ap.add_argument("--vllm-python", type=Path,
+                    default=os.environ.get("KVEXP_VLLM_PYTHON") or ROOT / ".venv-vllm/bin/python",
+                    help="the CPU vLLM's python (--cpu, and the default --vllm); default: "
+                    "$KVEXP_VLLM_PYTHON, else .venv-vllm")
     ap.add_argument("--vllm", help="command that runs vLLM's CLI (default: --vllm-python "
                     "benchmarks/vllm_cli.py)")
     ap.add_argument("--pairs", type=int, default=3)

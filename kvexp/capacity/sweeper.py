@@ -159,8 +159,11 @@ class CapacityRun:
             meta = point_record.read_dict(d) or {}
             if meta.get("status") != "ok":
                 errors.append(f"point {d.name}: {meta.get('error') or 'no result'}")
-            if meta.get("ready_time") and meta.get("launch_time"):
-                probe.startup_s.append(round(meta["ready_time"] - meta["launch_time"], 2))
+            launch, ready = meta.get("launch_time"), meta.get("ready_time")
+            if meta.get("server_launch_time") and not meta.get("server_reused"):
+                launch, ready = meta["server_launch_time"], meta.get("server_ready_time")
+            if launch and ready:  # the sweep's shared servers: started for this point
+                probe.startup_s.append(round(ready - launch, 2))
         att = of_points(dirs, self.cap.confidence)
         probe.send_lag_p99_ms = send_lag_p99_ms(dirs)
         probe.good, probe.requests = att.good, att.requests

@@ -1,5 +1,6 @@
-"""The code's layout holds: no import circle in kvexp/, engines asked by kind only inside
-kvexp/engines/, and the sweep process reaching the point process only as a subprocess."""
+"""The code's layout holds: no import circle in kvexp/, every kvexp import resolves, engines
+asked by kind only inside kvexp/engines/, and the sweep process reaching the point process
+only as a subprocess."""
 
 from __future__ import annotations
 
@@ -84,3 +85,49 @@ def test_the_sweep_side_imports_nothing_of_the_point_process() -> None:
     assert sweep_side
     bad = {m: sorted(n for n in graph[m] if n.startswith("kvexp.point")) for m in sweep_side}
     assert {m: v for m, v in bad.items() if v} == {}
+
+
+def unresolved_imports(mods: dict[str, Path]) -> list[str]:
+    """`from kvexp.X import Y` (at the top or inside a function) whose module X is not a
+    module of kvexp/, or whose name Y is neither a submodule nor defined at X's top level."""
+    bad = []
+    for mod, f in sorted(mods.items()):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                    and node.module.split(".")[0] == "kvexp"):
+                continue
+            if node.module not in mods:
+                bad.append(f"{mod}:{node.lineno}: no module {node.module}")
+                continue
+            top = ast.parse(mods[node.module].read_text())
+            defined = {t.id for n in top.body if isinstance(n, ast.Assign) for t in n.targets
+                       if isinstance(t, ast.Name)}
+            defined |= {n.target.id for n in top.body if isinstance(n, ast.AnnAssign)
+                        and isinstance(n.target, ast.Name)}
+            defined |= {n.name for n in top.body if isinstance(
+                n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+            defined |= {a.asname or a.name.split(".")[0] for n in top.body
+                        if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
+            defined |= {n.id for n in ast.walk(top)  # also names bound in if / try blocks
+                        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            for a in node.names:
+                if a.name != "*" and a.name not in defined \
+                        and f"{node.module}.{a.name}" not in mods:
+                    bad.append(f"{mod}:{node.lineno}: {node.module} has no {a.name}")
+    return bad
+
+
+def test_every_kvexp_import_resolves_also_those_inside_functions() -> None:
+    """A function-level import runs only on its path (e.g. the real GPU's): an import of a
+    module that does not exist must fail here, not on the GPU."""
+    assert unresolved_imports(_modules()) == []
+
+
+def test_the_import_checker_finds_a_missing_module(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text("def source():\n    from kvexp.nvml import nvml_index\n"
+                 "    from kvexp.gpus import no_such_name\n")
+    mods = {**_modules(), "kvexp.fake": f}
+    found = [b for b in unresolved_imports(mods) if b.startswith("kvexp.fake")]
+    assert found == ["kvexp.fake:2: no module kvexp.nvml",
+                     "kvexp.fake:3: kvexp.gpus has no no_such_name"]

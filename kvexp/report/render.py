@@ -43,8 +43,9 @@ DEFINITIONS: list[tuple[str, str]] = [
     ("saved idle / saved mean", "For a kvcached point: the static baseline's idle VRAM (mean VRAM "
      "under load) minus the point's. The baseline is the ok static point with the same other "
      "settings and repeat, else the median of those with the same other settings."),
-    ("E2E, TTFT, ITL", "E2E: request sent -> last byte. TTFT: sent -> first event with generated "
-     "text. ITL: every gap between content events. Percentiles over successful requests, "
+    ("E2E, TTFT, ITL", "As vLLM's benchmark client: TTFT: request sent -> the first chunk with "
+     "choices; ITL: every gap between such chunks; E2E: sent -> the last one (README, "
+     "'Latency definitions'). Percentiles over successful requests, "
      "with their n ('lat n': requests; 'ITL n': gaps); a p99 over fewer than "
      f"{MIN_P99_N} requests is withheld ('n<{MIN_P99_N}'). Failed requests are counted in "
      "'failed req'."),

@@ -24,8 +24,9 @@ from kvexp.config import AllocatorConfig, ModelConfig, SimEngineConfig
 from kvexp.engines.sim.calibrate import load_calibration
 from kvexp.engines.sim.device import SimDevice
 from kvexp.engines.sim.engine import SimEngine
+from kvexp.engines.sim.footprint import activation_bytes, context_bytes
 from kvexp.engines.sim.gpus import get_gpu
-from kvexp.engines.sim.memory import ElasticPool, activation_bytes, context_bytes
+from kvexp.engines.sim.memory import ElasticPool
 from kvexp.engines.sim.sharing import StepBoard
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,6 +13,18 @@ from kvexp.config import ModelConfig
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def hydra_conf():
+    """Hydra initialised on conf/ (for `compose`), cleared before and after."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        yield
+    GlobalHydra.instance().clear()
+
+
 @pytest.fixture(scope="session")
 def vllm_python() -> str:
     """Interpreter with vLLM: $KVEXP_VLLM_PYTHON, else <repo>/.venv-vllm/bin/python.

@@ -10,8 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 
 import kvexp.__main__  # noqa: F401 - registers the schemas
 from kvexp.capacity.answer import Answer, Probe
@@ -25,12 +24,7 @@ from kvexp.config.instances import shares
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-@pytest.fixture(autouse=True)
-def hydra_conf():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("hydra_conf")  # tests/conftest.py
 
 
 def cfg_for(*overrides: str):

@@ -21,9 +21,10 @@ import yaml
 from kvexp.config import AllocatorConfig, ModelConfig, SimEngineConfig
 from kvexp.engines.sim.calibrate import calibrate, load_calibration
 from kvexp.engines.sim.device import SimDevice
+from kvexp.engines.sim.footprint import activation_bytes, context_bytes
 from kvexp.engines.sim.gpus import GiB, get_gpu
 from kvexp.engines.sim.launch import calibrated
-from kvexp.engines.sim.memory import ElasticPool, StaticPool, activation_bytes, context_bytes
+from kvexp.engines.sim.memory import ElasticPool, StaticPool
 from kvexp.engines.sim.results import Instance, device_base, find_points, logged_parts
 
 ROOT = Path(__file__).resolve().parents[1]

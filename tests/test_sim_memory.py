@@ -15,14 +15,10 @@ from kvexp.config import AllocatorConfig, ModelConfig, SimEngineConfig
 from kvexp.engines.sim.__main__ import elastic
 from kvexp.engines.sim.device import InsufficientMemory, SimDevice
 from kvexp.engines.sim.engine import Sequence, SimEngine
+from kvexp.engines.sim.footprint import activation_bytes, context_bytes
 from kvexp.engines.sim.gpus import GiB, MiB, get_gpu
 from kvexp.engines.sim.launch import SimSpec
-from kvexp.engines.sim.memory import (
-    ElasticPool,
-    StaticPool,
-    activation_bytes,
-    context_bytes,
-)
+from kvexp.engines.sim.memory import ElasticPool, StaticPool
 from kvexp.kvcached_segment import read_segment, segment_path, set_limit
 
 TINY = get_gpu("tiny")

@@ -24,9 +24,10 @@ from kvexp.config import (
 )
 from kvexp.engines.sim.device import SimDevice
 from kvexp.engines.sim.engine import SimEngine
+from kvexp.engines.sim.footprint import activation_bytes, kv_budget_bytes
 from kvexp.engines.sim.gpus import get_gpu
 from kvexp.engines.sim.launch import build_sim_launch, load_spec
-from kvexp.engines.sim.memory import StaticPool, activation_bytes, kv_budget_bytes
+from kvexp.engines.sim.memory import StaticPool
 from kvexp.engines.sim.server import SimApi
 from kvexp.kvcached_segment import read_segment, segment_path
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from kvexp.engines.sim.footprint import activation_bytes, context_bytes, kv_budget_bytes
 from kvexp.engines.sim.gpus import GiB, GpuSpec, get_gpu
 from kvexp.engines.sim.launch import calibrated
-from kvexp.engines.sim.memory import activation_bytes, context_bytes, kv_budget_bytes
 
 if TYPE_CHECKING:
     from kvexp.config import Config, ResolvedInstance, SimEngineConfig

@@ -22,15 +22,10 @@ import uvicorn
 from kvexp.engines.sim.device import InsufficientMemory, SimDevice
 from kvexp.engines.sim.engine import SimEngine
 from kvexp.engines.sim.faults import Fault
+from kvexp.engines.sim.footprint import activation_bytes, context_bytes
 from kvexp.engines.sim.gpus import MiB, get_gpu
 from kvexp.engines.sim.launch import SimSpec, load_spec
-from kvexp.engines.sim.memory import (
-    ElasticPool,
-    KvPool,
-    StaticPool,
-    activation_bytes,
-    context_bytes,
-)
+from kvexp.engines.sim.memory import ElasticPool, KvPool, StaticPool
 from kvexp.engines.sim.server import SimApi
 from kvexp.engines.sim.sharing import StepBoard
 

@@ -31,8 +31,8 @@ import numpy as np
 import yaml
 
 from kvexp.config import ModelConfig, SimEngineConfig
+from kvexp.engines.sim.footprint import PROFILE_TOKENS
 from kvexp.engines.sim.gpus import get_gpu
-from kvexp.engines.sim.memory import PROFILE_TOKENS
 from kvexp.engines.sim.results import (
     GiB,
     MiB,

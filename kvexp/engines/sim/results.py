@@ -161,6 +161,8 @@ def decode_events(point: Point, instance: str) -> pd.DataFrame:
         per = np.asarray(r.tokens_per_event, dtype=float)
         if len(itl) == 0:
             continue
+        if len(per) == 0:  # no continuous_usage_stats: infer from the chunk count
+            per = _one_token_chunks(len(itl) + 1, r.completion_tokens)
         ends = r.first_token_time + np.cumsum(itl)
         mids = ends - itl / 2
         after = per[1:1 + len(itl)] if len(per) > len(itl) else per[:len(itl)]
@@ -168,6 +170,22 @@ def decode_events(point: Point, instance: str) -> pd.DataFrame:
             live = (sent <= mids[k]) & (end >= mids[k])
             rows.append((itl[k], int(live.sum()), r.prompt_tokens + k + 1))
     return pd.DataFrame(rows, columns=["itl_s", "running", "context_tokens"])
+
+
+def _one_token_chunks(chunks: int, tokens: float | None) -> np.ndarray:
+    """Tokens per chunk when the stream did not say (the driver's default since it asks no
+    `continuous_usage_stats`): one each when there are as many chunks as tokens; with one
+    chunk more (a role-only or finish-only chunk), one each but for the first and last gap's
+    far ends, which are left out (0); otherwise unknown (all 0: the request is not used)."""
+    per = np.zeros(chunks)
+    if tokens is None or tokens != tokens:
+        return per
+    extra = chunks - int(tokens)
+    if extra in (0, 1):
+        per[:] = 1.0
+    if extra == 1 and chunks > 2:
+        per[1] = per[-1] = 0.0
+    return per
 
 
 def figures(point: Point) -> dict[str, float]:

@@ -74,6 +74,9 @@ def entry() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C stops the sweep even when it was started with SIGINT ignored (a `cmd &` of a
+    # script without job control), which Python would otherwise keep
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
     except KeyboardInterrupt:

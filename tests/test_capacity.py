@@ -182,3 +182,13 @@ def test_an_earlier_plan_is_confirmed_without_planning_again(tmp_path: Path) -> 
                     "slo.ttft_ms=500", "mix.popularity=0")
     assert FakeRun({}, other).plan_problems() == [
         f"capacity.plan: {plan} was planned with other settings: mix, slo differ"]
+
+
+def test_a_trace_mix_replays_one_trace_from_staggered_starts_at_each_models_rate() -> None:
+    cfg = cfg_for("mix.n=3", "engine=sim", "workload=trace", "mix.cv=null",
+                  "workload.path=excerpt:azure2023_conv.csv", "mix.trace_offset_s=20",
+                  "mix.rate=0.5")
+    insts = resolve_instances(cfg)
+    assert [i.workload.start_s for i in insts] == [0.0, 20.0, 40.0]
+    assert [i.workload.target_rate for i in insts] == pytest.approx(
+        [3 * 0.5 * p for p in shares(3, cfg.mix.popularity)])

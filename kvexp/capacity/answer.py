@@ -107,5 +107,4 @@ def sentence(a: Answer, target: float, slo: str) -> str:
     why = a.limit()
     if a.uncertain(target):
         head += " [uncertain: an interval at N* or N*+1 holds the target; run longer]"
-    return head + (f"; N={a.max_n + 1}: {why}" if why and not why.startswith("N=") else
-                   f"; {why}" if why else "")
+    return head + (f"; {why}" if why else "")

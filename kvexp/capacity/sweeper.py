@@ -217,7 +217,8 @@ class CapacityRun:
         """Why `capacity.plan` cannot stand for this run's plan (empty: it can)."""
         path = Path(self.cap.plan).expanduser()  # type: ignore[arg-type]
         try:
-            meta = json.loads(path.read_text())["_meta"]
+            data = json.loads(path.read_text())
+            meta = data["_meta"]
         except (OSError, ValueError, KeyError) as exc:
             return [f"capacity.plan: {path} is not a capacity.json ({exc})"]
         mine = self.meta()
@@ -226,7 +227,7 @@ class CapacityRun:
         for k in ("n_min", "n_max", "method"):
             if meta["capacity"].get(k) != mine["capacity"][k]:
                 differ.append(f"capacity.{k}")
-        missing = [a for a in self.cap.allocators if a not in json.loads(path.read_text())]
+        missing = [a for a in self.cap.allocators if a not in data]
         out = [f"capacity.plan: {path} was planned with other settings: "
                f"{', '.join(differ)} differ"] if differ else []
         if missing:

@@ -90,17 +90,20 @@ def test_two_servers_on_one_gpu_step_slower_by_the_models_amount(
     assert alone == pytest.approx(cpu + gpu, rel=0.05)
     # Stepping together, each GPU part queues behind the other's: GPU time doubles, the
     # CPU part does not (with CPU parts longer than the GPU's, the queue is short). A
-    # server's lateness in waking (the host's timer, ~1 ms) leaves the GPU idle: the
-    # queue it finds is shorter by that much.
+    # server's lateness in waking (the host's timer, ~1 ms, more on a loaded CI host)
+    # shifts the two servers' phases: with GPU parts only, the queue it finds is shorter
+    # by that much; with CPU parts, the server whose GPU part was due just as the other's
+    # ended now waits by that much. Either way each step lands far nearer the shared
+    # answer than the wrong one: GPU parts serialised (2 x gpu, not cpu + gpu) and CPU
+    # parts not (cpu + gpu, not cpu + 2 x gpu, which is 9 ms or 43% longer here).
     for p in pair:
         if overhead_ms == 0:
             assert p == pytest.approx(2 * gpu, rel=0.15)
         else:
-            assert p == pytest.approx(cpu + gpu, rel=0.05)
+            assert cpu + gpu * 0.97 <= p <= cpu + gpu + gpu / 3, (p, cpu, gpu)
     unshared = asyncio.run(_per_step_s(
         [_engine(tmp_path / "off", n, overhead_ms, board=False) for n in ("a", "b")], 40))
     assert unshared == pytest.approx([cpu + gpu] * 2, rel=0.05)  # share_gpu=false: no cost
-
 
 
 def _stepper(device: str, steps: int, gpu_s: float, start: Any, out: Any) -> None:

@@ -8,11 +8,8 @@ Bytes read are the weights plus the KV of every running sequence; FLOPs are
 2 x parameters x tokens in the step (prefill tokens included). With a `StepBoard`
 (sharing.py), the GPU part queues behind the other instances' on the device.
 
-Token counts (an estimate: the sim has no tokenizer): a text prompt counts one token
-for each CJK character plus ceil(other words / 0.75) (at least 1); a chat
-adds CHAT_MESSAGE_TOKENS a message and CHAT_PROMPT_TOKENS for the template; a
-token-id prompt counts its length. Output is pseudo-words, one token each. Unless
-`ignore_eos`, a sequence stops early with probability EOS_PROB a token, drawn
+Prompts are counted by tokens.py. Output is pseudo-words (tokens.WORDS), one token each.
+Unless `ignore_eos`, a sequence stops early with probability EOS_PROB a token, drawn
 from a generator seeded by (engine seed, request number): runs are repeatable.
 """
 
@@ -22,7 +19,6 @@ import asyncio
 import contextlib
 import math
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,17 +28,10 @@ from kvexp.config import ModelConfig, SimEngineConfig
 from kvexp.engines.sim.gpus import GpuSpec
 from kvexp.engines.sim.memory import KvPool
 from kvexp.engines.sim.sharing import StepBoard
+from kvexp.engines.sim.tokens import WORDS
 
-WORDS = (" sim", " token", " kv", " cache", " page", " block", " batch", " step", " gpu", " pool")
 EOS_PROB = 1 / 256
-WORDS_PER_TOKEN = 0.75
-CHAT_MESSAGE_TOKENS = 4
-CHAT_PROMPT_TOKENS = 3
 MAX_BATCHED_TOKENS = 8192  # prefill tokens admitted in one step (the first is always admitted)
-
-
-# Han, kana, hangul and their compatibility / full-width blocks: about a token a character
-CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 
 
 class PromptTooLong(ValueError):
@@ -51,22 +40,6 @@ class PromptTooLong(ValueError):
 
 class EngineDead(RuntimeError):
     """The engine's step loop has died; no request can be served."""
-
-
-def text_tokens(text: str) -> int:
-    """Estimated tokens of `text`: one a CJK character, ceil(words / 0.75) for the rest."""
-    rest, cjk = CJK.subn(" ", text)
-    return max(1, cjk + math.ceil(len(rest.split()) / WORDS_PER_TOKEN))
-
-
-def chat_tokens(messages: list[dict]) -> int:
-    total = CHAT_PROMPT_TOKENS
-    for m in messages:
-        content = m.get("content") or ""
-        if isinstance(content, list):  # OpenAI content parts
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        total += CHAT_MESSAGE_TOKENS + text_tokens(str(content))
-    return total
 
 
 @dataclass(eq=False)

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from kvexp.engines.sim.engine import WORDS, chat_tokens, text_tokens
+from kvexp.engines.sim.tokens import WORDS, chat_tokens, text_tokens
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's (and OpenAI's) default for /v1/completions
 MAX_N = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default

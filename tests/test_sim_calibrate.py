@@ -123,3 +123,44 @@ def test_calibrating_a_sim_run_recovers_its_settings(tmp_path: Path) -> None:
     assert fit["step_per_seq_ms"] == pytest.approx(TRUE["step_per_seq_ms"], rel=0.15)
     for key in ("sampler_logit_copies", "context_mb", "kvcached_runtime_mb"):
         assert fit[key] == pytest.approx(TRUE[key], rel=0.01), key
+
+
+@pytest.mark.timeout(200)
+def test_capacity_runs_calibrate_the_step_alone(tmp_path: Path) -> None:
+    """A capacity point's N instances come from its mix, their logs from the sweep's shared
+    servers; `--fit step` fits the step from them, while the full fit refuses, naming the
+    single-instance static point the memory fit needs."""
+    truth = tmp_path / "truth.yaml"
+    truth.write_text(yaml.safe_dump({"sim": {k: TRUE[k] for k in
+                                             ("step_overhead_ms", "step_per_seq_ms")}}))
+    env = {**os.environ, "KVEXP_SHM_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "kvexp", "-m", "experiment=capacity", "engine=sim",
+            "capacity.allocators=[static]", "capacity.n_min=2", "capacity.n_max=2",
+            "workload.duration_s=8", "workload.max_tokens=64", "workload.lead_in_s=0.5",
+            "workload.tail_s=0.5", "mix.rate=3", "capacity.min_requests=10",
+            "capacity.max_send_lag_ms=5000", "slo.ttft_ms=20000", "slo.tpot_ms=5000",
+            "sampler.interval_s=0.5", f"engine.sim.calibration={truth}",
+            f"hydra.sweep.dir={tmp_path / 'run'}"]
+    run = subprocess.run(args, cwd=tmp_path, env=env, text=True, capture_output=True,
+                         timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (point,) = find_points(tmp_path / "run")
+    assert [(i.name, i.allocator["gpu_memory_utilization"]) for i in point.instances] == [
+        ("m0", 0.45), ("m1", 0.45)]  # 0.9 / N each
+    assert all("weights" in i.log for i in point.instances)  # the sim's start line
+    with pytest.raises(ValueError, match="single-instance static point"):
+        calibrate([tmp_path / "run"])
+    cal = calibrate([tmp_path / "run"], parts=("step",))
+    assert set(cal["sim"]) == {"step_overhead_ms", "step_per_seq_ms"}
+    assert cal["fit"]["instances_per_point"] == [2]
+    # Two servers share the simulated GPU: a step's gap also holds its wait for the other's
+    # GPU part (at most that part, ~6 ms for this 14B shape on the H200), which the fit,
+    # made per server, takes as overhead; and the host's timer lateness (<= 3 ms, above).
+    gpu_part_ms = _model(point.instances[0].model).weight_bytes \
+        / get_gpu("h200").mem_bandwidth_bytes_s * 1000
+    fit = cal["sim"]
+    assert TRUE["step_overhead_ms"] - 0.5 <= fit["step_overhead_ms"] \
+        <= TRUE["step_overhead_ms"] + gpu_part_ms + 3
+    assert fit["step_per_seq_ms"] == pytest.approx(TRUE["step_per_seq_ms"], rel=0.15)
+    with pytest.raises(ValueError, match="--fit"):
+        calibrate([tmp_path / "run"], parts=("speed",))

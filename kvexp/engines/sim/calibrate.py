@@ -134,25 +134,38 @@ def fit_memory(points: list[Point]) -> dict[str, Any]:
     return out
 
 
-def calibrate(dirs: list[Path], gpu: str | None = None) -> dict[str, Any]:
+PARTS = ("step", "memory")
+
+
+def calibrate(dirs: list[Path], gpu: str | None = None,
+              parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     """Fitted `sim` settings and what they were fitted on. Points whose servers ran vLLM's
-    model runner V2 are left out (kvexp runs V1 for both allocators: kvcached needs it)."""
+    model runner V2 are left out (kvexp runs V1 for both allocators: kvcached needs it).
+
+    `parts`: what to fit; `("step",)` fits the step alone, e.g. from capacity runs, which
+    have no single-instance point for the memory fit (the sim keeps its memory constants)."""
+    if not parts or set(parts) - set(PARTS):
+        raise ValueError(f"--fit: {list(parts)}; choose from {', '.join(PARTS)}")
     found = [p for d in dirs for p in find_points(d)]
     points = [p for p in found if p.runner != "v2"]
     if not points:
         raise ValueError("every point found ran vLLM's model runner V2; the sim models V1")
     gpu = gpu or str(((points[0].config.get("engine") or {}).get("sim") or {}).get("gpu", "h200"))
-    step = fit_step(points, gpu)
-    memory = fit_memory(points)
+    step = fit_step(points, gpu) if "step" in parts else {}
+    memory = fit_memory(points) if "memory" in parts else {}
     sim = {k: v for k, v in {**step, **memory}.items() if k in FITTED}
-    fit = {
+    fit: dict[str, Any] = {
         "results": [str(p.path) for p in points],
         "left_out_v2_runner": [str(p.path) for p in found if p.runner == "v2"],
         "engines": sorted({p.engine for p in points}),
         "gpu": gpu,
-        "step": {k: v for k, v in step.items() if k not in FITTED},
-        "memory": {"points": memory["points"]},
+        "fitted": list(parts),
+        "instances_per_point": sorted({len(p.instances) for p in points}),
     }
+    if step:
+        fit["step"] = {k: v for k, v in step.items() if k not in FITTED}
+    if memory:
+        fit["memory"] = {"points": memory["points"]}
     return {"sim": sim, "fit": fit}
 
 
@@ -204,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="+", type=Path, help="point or sweep folders")
     parser.add_argument("--out", type=Path, help="write the settings here (else stdout)")
     parser.add_argument("--gpu", help="the simulated GPU (default: the run's engine.sim.gpu)")
+    parser.add_argument("--fit", choices=[*PARTS, "all"], default="all",
+                        help="fit the step time, the memory constants, or both (default)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="SIM_DIR",
                         help="instead of fitting: compare RESULTS with these sim runs")
     args = parser.parse_args(argv)
@@ -212,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             for row in compare_table(args.results, args.compare):
                 print(yaml.safe_dump(row, sort_keys=False, width=200).strip())
             return 0
-        text = yaml.safe_dump(calibrate(args.results, args.gpu), sort_keys=False)
+        parts = PARTS if args.fit == "all" else (args.fit,)
+        text = yaml.safe_dump(calibrate(args.results, args.gpu, parts), sort_keys=False)
     except ValueError as e:
         print(f"kvexp calibrate: {e}", file=sys.stderr)
         return 2

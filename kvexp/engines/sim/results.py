@@ -7,6 +7,7 @@ on shared servers has attach.json instead, naming the servers' folder with the l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -72,6 +73,16 @@ def _max_batch(argv: list[str], sim: dict[str, Any], engine: str) -> int:
     return VLLM_MAX_NUM_SEQS
 
 
+def mix_items(config: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, model, allocator) of each instance a `mix` point ran, as kvexp made them."""
+    from omegaconf import OmegaConf
+
+    from kvexp.config import resolve_instances, to_config
+
+    return [(i.name, dataclasses.asdict(i.model), dataclasses.asdict(i.allocator))
+            for i in resolve_instances(to_config(OmegaConf.create(config)))]
+
+
 def load_point(path: Path) -> Point:
     """One point folder; ValueError naming the file that is missing."""
     path = Path(path)
@@ -85,7 +96,9 @@ def load_point(path: Path) -> Point:
     argvs = {s["name"]: s.get("argv", []) for s in meta.get("servers", [])}
     sim = (config.get("engine") or {}).get("sim") or {}
     insts = []
-    if config.get("instances"):
+    if (config.get("mix") or {}).get("n"):  # N copies made by the mix (capacity points)
+        items = mix_items(config)
+    elif config.get("instances"):
         items = [(n, i["model"], {**config["allocator"], **(i.get("allocator") or {})})
                  for n, i in config["instances"].items()]
     else:
@@ -94,7 +107,10 @@ def load_point(path: Path) -> Point:
     logs = path / "logs"
     if (path / "attach.json").is_file():  # a shared server's log lies with the server
         attach = json.loads((path / "attach.json").read_text())
-        if attach.get("device_path"):
+        home = path.parent / ".servers" / str(attach.get("key"))  # where the sweep put them
+        if (home / "logs").is_dir():
+            logs = home / "logs"
+        elif attach.get("device_path"):
             logs = Path(attach["device_path"]).parent / "logs"
         argvs = {s["name"]: s.get("argv", []) for s in attach.get("servers", [])} or argvs
     for name, model, alloc in items:

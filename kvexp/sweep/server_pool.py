@@ -48,6 +48,7 @@ from kvexp.kvcached_segment import (
 from kvexp.results import point_record
 from kvexp.results.point_record import mark_failed
 from kvexp.sweep.gpu_slots import gpu_env, point_gpus
+from kvexp.sweep.state import servers_home
 
 IDLE_TIMEOUT_S = 60.0
 MIN_PAGE_BYTES = 2 * 2**20  # kvcached's smallest page (KVCACHED_PAGE_SIZE_MB = 2)
@@ -169,7 +170,7 @@ class ServerPool:
         if key == self.key and all(s.exit_code() is None for s in self.servers):
             return {**self.info, "reused": True, "start_kv_held_bytes": self.held_now()}
         self.close()
-        home = sweep_dir / ".servers" / key
+        home = servers_home(sweep_dir, key)
         self.key, self.stop_timeout_s = key, cfg.engine.stop_timeout_s
         device_path = launch.device_path(cfg, home)
         launched = time.time()

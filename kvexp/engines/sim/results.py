@@ -2,7 +2,8 @@
 
 A point folder holds config.yaml, point.json, summary.parquet, requests.parquet,
 memory.parquet and logs/<instance>.log (kvexp's layout, real or sim engine alike; a point
-on shared servers has attach.json instead, naming the servers' folder with the logs).
+on shared servers has attach.json instead, naming the key of the servers' folder in the
+sweep, which holds the logs). A `mix` point's instances are made as kvexp made them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
+
+from kvexp.config import resolve_instances, to_config
+from kvexp.sweep.state import servers_home
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -75,10 +80,6 @@ def _max_batch(argv: list[str], sim: dict[str, Any], engine: str) -> int:
 
 def mix_items(config: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(name, model, allocator) of each instance a `mix` point ran, as kvexp made them."""
-    from omegaconf import OmegaConf
-
-    from kvexp.config import resolve_instances, to_config
-
     return [(i.name, dataclasses.asdict(i.model), dataclasses.asdict(i.allocator))
             for i in resolve_instances(to_config(OmegaConf.create(config)))]
 
@@ -107,11 +108,7 @@ def load_point(path: Path) -> Point:
     logs = path / "logs"
     if (path / "attach.json").is_file():  # a shared server's log lies with the server
         attach = json.loads((path / "attach.json").read_text())
-        home = path.parent / ".servers" / str(attach.get("key"))  # where the sweep put them
-        if (home / "logs").is_dir():
-            logs = home / "logs"
-        elif attach.get("device_path"):
-            logs = Path(attach["device_path"]).parent / "logs"
+        logs = servers_home(path.parent, str(attach["key"])) / "logs"
         argvs = {s["name"]: s.get("argv", []) for s in attach.get("servers", [])} or argvs
     for name, model, alloc in items:
         log = logs / f"{name}.log"
